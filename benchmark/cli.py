@@ -1,0 +1,205 @@
+"""The command line: parse arguments, load config and data, call the runner, print the table.
+
+    python run_benchmark.py --methods all              # run the default config
+    python run_benchmark.py download                   # fetch the official Omniglot files
+    python run_benchmark.py report RUN_DIR [RUN_DIR]   # rebuild tables and plots from records
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = ("run", "download", "report")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmark.errors import BenchmarkError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "run"
+    handlers = {"run": _run, "download": _download, "report": _report}
+    try:
+        return handlers[command](argv)
+    except BenchmarkError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished chunks are saved; rerun the same command with "
+              "--out pointing at the run folder to resume", file=sys.stderr)
+        return 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors raise (one line, exit code 2) instead of exiting."""
+
+    def error(self, message):
+        from benchmark.errors import ConfigError
+
+        raise ConfigError(f"{message} (see --help)")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="run_benchmark.py", description="Benchmark one-shot learning methods on "
+                     "Omniglot. Other commands: download, report RUN_DIR.")
+    parser.add_argument("--methods", default="all",
+                        help="'all' (the config's methods) or a comma-separated list of names")
+    parser.add_argument("--config", default=None, help="YAML config (default: configs/default.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set task_sets.cross.episodes=100")
+    parser.add_argument("--out", default=None, help="run folder (default: results/runs/TIME-CONFIG); "
+                        "an existing run folder is resumed")
+    parser.add_argument("--data-dir", default=None, help="Omniglot directory (default: $OMNIGLOT_DIR, "
+                        "else data/omniglot)")
+    parser.add_argument("--no-download", action="store_true", help="never download missing data")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                        help="override the config's device")
+    parser.add_argument("--retrain", action="store_true", help="ignore cached checkpoints")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                        help="load methods from a plugin file or module (repeatable)")
+    parser.add_argument("--list-methods", action="store_true", help="list the methods and exit")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _default_config() -> Path:
+    local = Path("configs/default.yaml")
+    return local if local.exists() else PROJECT_ROOT / "configs" / "default.yaml"
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _run(argv: list[str]) -> int:
+    args = _run_parser().parse_args(argv)
+    from benchmark import registry
+
+    for plugin in args.plugin:
+        registry.load_plugin(plugin)
+    if args.list_methods:
+        rows = registry.describe_methods()
+        width = max(len(name) for name, _ in rows)
+        for name, summary in rows:
+            print(f"{name:<{width}}  {summary}")
+        return 0
+
+    from benchmark.config import check_hyperparameters, load_config
+    from benchmark.report import write_report
+    from benchmark.runner import RunOptions, resolve_device, run_benchmark
+
+    config_path = Path(args.config) if args.config else _default_config()
+    config = load_config(config_path, args.overrides)
+    method_names = _method_names(args.methods, config)
+    for name in method_names:  # fail on a typo before loading data or training anything
+        check_hyperparameters(name, registry.get_method(name), config.methods.get(name, {}))
+    out_dir = _out_dir(args.out, config.name)
+    device = resolve_device(args.device or config.device)
+    data = _load_data(args.data_dir, download=not args.no_download, progress=not args.quiet)
+    task_sets = _task_sets(config, data, download=not args.no_download, progress=not args.quiet)
+    options = RunOptions(device=device, retrain=args.retrain, progress=not args.quiet,
+                         checkpoint_dir=PROJECT_ROOT / "results" / "checkpoints", log=_log)
+    _log(f"run folder: {out_dir}")
+    try:
+        outcome = run_benchmark(config, method_names, data, task_sets, out_dir, options)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished chunks are saved in {out_dir}; resume with: "
+              f"python run_benchmark.py {' '.join(argv)} --out {out_dir}", file=sys.stderr)
+        return 130
+    if (out_dir / "records.csv").exists():
+        summary = write_report(out_dir, resamples=config.stats.resamples,
+                               confidence=config.stats.confidence, seed=config.stats.seed)
+        print((out_dir / "summary.md").read_text(encoding="utf-8"))
+        _log(f"wrote {len(summary)} summary rows to {out_dir}")
+    for label, reason in outcome.failures.items():
+        _log(f"FAILED {label}: {reason}")
+    return outcome.exit_code
+
+
+def _method_names(spec: str, config) -> list[str]:
+    from benchmark.errors import ConfigError
+
+    if spec.strip() == "all":
+        names = list(config.methods)
+        if not names:
+            raise ConfigError("the config lists no methods: name them with --methods a,b")
+        return names
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if not names:
+        raise ConfigError("--methods is empty: give 'all' or names separated by commas")
+    return list(dict.fromkeys(names))
+
+
+def _out_dir(requested: str | None, config_name: str) -> Path:
+    from benchmark.errors import ConfigError
+
+    if requested is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return Path("results") / "runs" / f"{stamp}-{config_name}"
+    out_dir = Path(requested)
+    if not out_dir.parent.is_dir():
+        raise ConfigError(f"the parent folder of --out {out_dir} does not exist: create it first "
+                          f"or choose another --out")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder")
+    return out_dir
+
+
+def _load_data(data_dir, download: bool, progress: bool):
+    from benchmark.data import load_omniglot
+
+    return load_omniglot(data_dir, download=download, progress=progress)
+
+
+def _task_sets(config, data, download: bool, progress: bool):
+    from benchmark.data import official_runs_zip
+    from tasks.official import official_episode_set
+    from tasks.sets import resolve_task_sets
+
+    def official_runs():
+        runs_zip = official_runs_zip(data.root, download=download, progress=progress)
+        return official_episode_set(runs_zip, data.evaluation)
+
+    return resolve_task_sets(config, data, official_runs)
+
+
+def _download(argv: list[str]) -> int:
+    parser = _Parser(prog="run_benchmark.py download",
+                     description="Fetch the official Omniglot zips (md5-checked) and convert them.")
+    parser.add_argument("--data-dir", default=None, help="where to put the data (default: "
+                        "$OMNIGLOT_DIR, else data/omniglot)")
+    args = parser.parse_args(argv)
+    from benchmark.data import download_omniglot, load_omniglot, resolve_data_dir
+
+    target = resolve_data_dir(args.data_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    download_omniglot(target)
+    data = load_omniglot(target, download=False)
+    print(f"Omniglot ready in {target}: {data.background.n_characters} background and "
+          f"{data.evaluation.n_characters} evaluation characters")
+    return 0
+
+
+def _report(argv: list[str]) -> int:
+    parser = _Parser(prog="run_benchmark.py report",
+                     description="Rebuild summary tables and plots from saved records.")
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run folders holding records.csv")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write a merged report (required with several runs)")
+    args = parser.parse_args(argv)
+    from benchmark.errors import ConfigError
+    from benchmark.report import read_records, write_report
+
+    if len(args.run_dirs) > 1 and args.out is None:
+        raise ConfigError("several run folders: say where the merged report goes with --out DIR")
+    out_dir = args.out or args.run_dirs[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    import pandas as pd
+
+    records = pd.concat([read_records(d) for d in args.run_dirs], ignore_index=True)
+    write_report(out_dir, records)
+    print((out_dir / "summary.md").read_text(encoding="utf-8"))
+    return 0

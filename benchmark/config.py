@@ -1,0 +1,253 @@
+"""Run configuration: YAML files and `--set key=value` overrides become frozen dataclasses.
+
+Every field is typed and has its default here, in one place. Unknown keys and values of the
+wrong type are errors that name the key, the expected type and, for typos, the closest key.
+Method hyperparameters are checked later against the method's own constructor
+(`check_hyperparameters`), because only the registry knows which class a name means.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmark.errors import ConfigError
+
+PROTOCOLS = ("within", "cross", "official")
+SPLITS = ("evaluation", "background")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TaskSetConfig:
+    """One named family of episodes; a sweep over `n_way` gives one episode set per N."""
+
+    protocol: str
+    n_way: tuple[int, ...] = (20,)
+    k_shot: int = 1
+    n_query: int = 1
+    episodes: int = 1000
+    seed: int = 0
+    # "background" measures on the training alphabets, to make overfitting visible.
+    split: str = "evaluation"
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol {self.protocol!r} is unknown: use one of {', '.join(PROTOCOLS)}")
+        if self.split not in SPLITS:
+            raise ConfigError(f"split {self.split!r} is unknown: use one of {', '.join(SPLITS)}")
+        if not self.n_way:
+            raise ConfigError("n_way is empty: give at least one number of ways")
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    resamples: int = 2000
+    confidence: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.resamples < 1:
+            raise ConfigError(f"stats.resamples must be >= 1, got {self.resamples}")
+        if not 0 < self.confidence < 1:
+            raise ConfigError(f"stats.confidence must be between 0 and 1, got {self.confidence}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "default"
+    seed: int = 0  # the training seed handed to every method
+    device: str = "auto"
+    task_sets: Mapping[str, TaskSetConfig] = field(default_factory=dict)
+    # What `--methods all` runs, with each method's hyperparameters.
+    methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise ConfigError(f"device {self.device!r} is unknown: use one of {', '.join(DEVICES)}")
+        object.__setattr__(self, "task_sets", types.MappingProxyType(dict(self.task_sets)))
+        object.__setattr__(self, "methods", types.MappingProxyType(
+            {name: types.MappingProxyType(dict(params)) for name, params in self.methods.items()}))
+
+    def to_dict(self) -> dict:
+        """Plain data, for run.json and for hashing."""
+        return {
+            "name": self.name, "seed": self.seed, "device": self.device,
+            "task_sets": {name: {f.name: _plain(getattr(ts, f.name)) for f in fields(ts)}
+                          for name, ts in self.task_sets.items()},
+            "methods": {name: {k: _plain(v) for k, v in params.items()} for name, params in self.methods.items()},
+            "stats": {f.name: getattr(self.stats, f.name) for f in fields(self.stats)},
+        }
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config, apply `key=value` overrides, and type-check everything."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found: pass --config with an existing file "
+                          f"(see configs/)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} cannot be read: {error}") from None
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        raise ConfigError(f"config file {path} is not valid YAML{at}: fix the syntax") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must be a mapping of keys to values")
+    for override in overrides:
+        apply_override(raw, override)
+    return config_from_dict(raw, source=str(path))
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Set a dotted key (`task_sets.cross.episodes=100`) in the raw config dictionary."""
+    key, sep, text = override.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"--set {override!r} is malformed: write --set key.subkey=value")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {override!r}: {'.'.join(parts[:depth + 1])} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def config_from_dict(raw: dict, source: str = "config") -> RunConfig:
+    raw = dict(raw)
+    task_sets = _mapping(raw.pop("task_sets", {}), "task_sets")
+    methods = _mapping(raw.pop("methods", {}), "methods")
+    stats = _mapping(raw.pop("stats", {}), "stats")
+    top = _build(RunConfig, raw, "", skip={"task_sets", "methods", "stats"})
+    built_sets = {}
+    for name, entry in task_sets.items():
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"task set name {name!r} must be letters, digits, '_' or '-'")
+        kwargs = _build(TaskSetConfig, _mapping(entry, f"task_sets.{name}"), f"task_sets.{name}.")
+        try:
+            built_sets[name] = TaskSetConfig(**kwargs)
+        except ConfigError as error:
+            raise ConfigError(f"task_sets.{name}: {error}") from None
+    built_methods = {}
+    for name, params in methods.items():
+        built_methods[str(name)] = _mapping(params, f"methods.{name}") if params is not None else {}
+    return RunConfig(**top, task_sets=built_sets, methods=built_methods,
+                     stats=StatsConfig(**_build(StatsConfig, stats, "stats.")))
+
+
+def _mapping(value, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping of keys to values, got {type(value).__name__}")
+    return value
+
+
+def _build(cls, raw: dict, prefix: str, skip: set = frozenset()):
+    """Check keys and types of `raw` against the dataclass `cls`; return constructor kwargs."""
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls) if f.name not in skip]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"unknown config key {prefix}{key}{did_you_mean(str(key), known)}")
+        kwargs[key] = coerce(value, hints[key], f"{prefix}{key}")
+    # Every field has a default except a task set's protocol.
+    if cls is TaskSetConfig and "protocol" not in kwargs:
+        raise ConfigError(f"{prefix}protocol is missing: set it to one of {', '.join(PROTOCOLS)}")
+    return kwargs
+
+
+def did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f": did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(choices))})"
+
+
+def coerce(value, annotation, where: str):
+    """Return `value` as `annotation` (int, float, bool, str, optional, tuple[int, ...])."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        inner = [option for option in options if option is not type(None)]
+        return coerce(value, inner[0], where)
+    if origin in (tuple, list):
+        item = typing.get_args(annotation)[0]
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return origin(coerce(v, item, f"{where}[{i}]") for i, v in enumerate(values))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    else:  # Any, or a type this loader does not check
+        return value
+    raise ConfigError(f"{where} must be {_type_name(annotation)}, got {value!r}")
+
+
+def _type_name(annotation) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def check_hyperparameters(method_name: str, method_class: type, params: Mapping[str, Any]) -> dict:
+    """Check hyperparameter names and types against the method's constructor signature."""
+    signature = inspect.signature(method_class.__init__)
+    accepted = {name: p for name, p in signature.parameters.items()
+                if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    try:
+        hints = typing.get_type_hints(method_class.__init__)
+    except Exception:  # a plugin's annotations may not resolve; fall back to the defaults' types
+        hints = {}
+    checked = {}
+    for key, value in params.items():
+        if key not in accepted:
+            if takes_any:
+                checked[key] = value
+                continue
+            raise ConfigError(f"method {method_name!r} has no hyperparameter {key!r}"
+                              f"{did_you_mean(key, accepted)}")
+        parameter = accepted[key]
+        annotation = hints.get(key)
+        if annotation is None and parameter.default not in (None, inspect.Parameter.empty):
+            annotation = type(parameter.default)
+        checked[key] = coerce(value, annotation, f"methods.{method_name}.{key}") if annotation else value
+    return checked

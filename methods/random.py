@@ -1,0 +1,28 @@
+"""Random guessing: the floor every method must beat (accuracy 1/N)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmark.api import Capabilities, EpisodeBatch, Method
+from benchmark.registry import register_method
+
+
+@register_method("random")
+class RandomGuess(Method):
+    """Uniform random scores, seeded: accuracy 1/N by construction."""
+
+    capabilities = Capabilities(needs_training=False, uses_gpu=False, deterministic=True)
+
+    def __init__(self, seed: int | None = None):
+        self.seed = seed  # None: use the run's seed
+
+    def fit(self, background, context) -> RandomGuess:
+        self.seed_ = context.seed if self.seed is None else self.seed
+        return self
+
+    def predict(self, batch: EpisodeBatch) -> np.ndarray:
+        self.check_is_fitted()
+        # Seeded by the episodes themselves, so the scores do not depend on the order of calls.
+        rng = np.random.default_rng([self.seed_, batch.fingerprint()])
+        return rng.random(batch.score_shape, dtype=np.float32)

@@ -1,0 +1,102 @@
+"""The command line on the real data: a quick full run, and one clean line for bad input."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ["--set", "task_sets.cross.episodes=20", "--set", "task_sets.within.episodes=20",
+         "--set", "task_sets.cross.n_way=[2,20]", "--set", "task_sets.within.n_way=[5]", "--quiet"]
+
+
+def cli(*args, env=None, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "run_benchmark.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_quick_run_writes_every_file_and_report_rebuilds_them(omniglot_dir, tmp_path):
+    out = tmp_path / "run"
+    result = cli("--methods", "random,nearest_neighbor", "--out", str(out), "--data-dir",
+                 str(omniglot_dir), *QUICK)
+    assert result.returncode == 0, result.stderr
+    for name in ("records.csv", "run.json", "summary.csv", "summary.md", "accuracy_vs_n.png",
+                 "accuracy_vs_n.svg"):
+        assert (out / name).stat().st_size > 0, name
+    summary = pd.read_csv(out / "summary.csv")
+    required = ["method", "task_set", "protocol", "n_way", "k_shot", "episodes", "queries",
+                "accuracy", "ci_low", "ci_high"]
+    assert set(required) <= set(summary.columns)
+    assert set(summary.task_set) == {"cross", "within", "official"}
+    official = summary[(summary.task_set == "official") & (summary.method == "nearest_neighbor")]
+    assert official.queries.item() == 400 and official.episodes.item() == 20
+    assert "| 20 |" in result.stdout  # the table is printed
+
+    before = (out / "summary.csv").read_text()
+    for name in ("summary.csv", "summary.md", "accuracy_vs_n.png", "accuracy_vs_n.svg"):
+        (out / name).unlink()
+    rebuilt = cli("report", str(out))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert (out / "summary.csv").read_text() == before
+    assert (out / "accuracy_vs_n.png").exists()
+
+
+def test_list_methods():
+    result = cli("--list-methods")
+    assert result.returncode == 0
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert {"random", "nearest_neighbor"} <= set(names)
+
+
+def assert_clean_usage_error(result, *fragments):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--methods", "nearest_neighbour"], ["did you mean 'nearest_neighbor'"]),
+    (["--set", "task_sets.within.n_way=[50]"], ["50-way 'within'", "at most 47"]),
+    (["--set", "task_sets.cross.n_way=[700]"], ["at most 659"]),
+    (["--set", "task_sets.cross.n_way=[1]"], ["n_way must be an integer >= 2"]),
+    (["--set", "task_sets.cross.k_shot=10", "--set", "task_sets.cross.n_query=11"],
+     ["k_shot + n_query = 21"]),
+    (["--set", "task_sets.cross.episods=3"], ["did you mean 'episodes'"]),
+    (["--set", "methods.random.sed=3"], ["did you mean 'seed'"]),
+    (["--config", "configs/none.yaml"], ["not found"]),
+    (["--out", "/no/such/parent/run"], ["parent folder", "does not exist"]),
+    (["--frobnicate"], ["unrecognized arguments"]),
+])
+def test_bad_input_gets_one_line_and_exit_code_2(omniglot_dir, tmp_path, args, fragments):
+    result = cli("--methods", "random", "--data-dir", str(omniglot_dir), "--out", str(tmp_path / "r"),
+                 "--quiet", *args) if "--out" not in args else \
+        cli("--methods", "random", "--data-dir", str(omniglot_dir), "--quiet", *args)
+    assert_clean_usage_error(result, *fragments)
+
+
+def test_missing_data_says_where_it_looked(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = cli("--methods", "random", "--data-dir", str(empty), "--no-download", "--out",
+                 str(tmp_path / "r"))
+    assert_clean_usage_error(result, str(empty), "--data-dir", "OMNIGLOT_DIR")
+
+
+def test_corrupt_data_is_refused(tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "omniglot.npz").write_bytes(b"PK\x03\x04 this is not a real archive")
+    result = cli("--methods", "random", "--data-dir", str(bad), "--no-download", "--out", str(tmp_path / "r"))
+    assert_clean_usage_error(result, "omniglot.npz")
+
+
+def test_data_dir_comes_from_the_environment(omniglot_dir, tmp_path):
+    env = dict(os.environ, OMNIGLOT_DIR=str(omniglot_dir))
+    result = cli("--methods", "random", "--out", str(tmp_path / "r"), *QUICK, env=env)
+    assert result.returncode == 0, result.stderr

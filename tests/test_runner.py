@@ -1,0 +1,113 @@
+"""The runner on synthetic data: records, manifest, failures isolated, resume."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark import registry
+from benchmark.api import Method
+from benchmark.config import config_from_dict
+from benchmark.report import write_report
+from benchmark.runner import RECORD_COLUMNS, RunOptions, run_benchmark
+from tasks.sets import resolve_task_sets
+from tests.synthetic import synthetic_omniglot
+
+DATA = synthetic_omniglot()
+
+
+def make_config(methods=("random", "nearest_neighbor")):
+    return config_from_dict({
+        "name": "tiny",
+        "task_sets": {
+            "cross": {"protocol": "cross", "n_way": [2, 5], "episodes": 30, "seed": 1},
+            "within": {"protocol": "within", "n_way": [3], "n_query": 2, "episodes": 20, "seed": 2},
+        },
+        "methods": {name: {} for name in methods},
+    })
+
+
+def run(tmp_path, methods=("random", "nearest_neighbor"), out="run", **kwargs):
+    config = make_config(methods)
+    task_sets = resolve_task_sets(config, DATA)
+    options = RunOptions(progress=False, checkpoint_dir=tmp_path / "checkpoints", log=lambda m: None, **kwargs)
+    return run_benchmark(config, list(methods), DATA, task_sets, tmp_path / out, options)
+
+
+def test_records_have_one_row_per_query(tmp_path):
+    outcome = run(tmp_path)
+    assert outcome.exit_code == 0
+    records = pd.read_csv(tmp_path / "run" / "records.csv")
+    assert list(records.columns) == RECORD_COLUMNS
+    per_method = 30 * 2 + 30 * 5 + 20 * 3 * 2
+    assert len(records) == 2 * per_method
+    assert not records.duplicated(["method", "task_set", "n_way", "episode", "query"]).any()
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert len(manifest["chunks"]) == 6
+    assert manifest["data"]["evaluation_sha256"] == DATA.evaluation.sha256
+    assert set(manifest["methods"]) == {"random", "nearest_neighbor"}
+    assert manifest["methods"]["random"]["source"] == "built-in"
+    summary = write_report(tmp_path / "run")
+    nn = summary[summary.method == "nearest_neighbor"]
+    assert (nn.accuracy > 0.9).all()  # synthetic characters are easy for pixels
+    for name in ("summary.csv", "summary.md", "accuracy_vs_n.png", "accuracy_vs_n.svg"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+
+
+def test_same_config_same_records(tmp_path):
+    run(tmp_path, out="a")
+    run(tmp_path, out="b")
+    a = pd.read_csv(tmp_path / "a" / "records.csv").drop(columns="run_id")
+    b = pd.read_csv(tmp_path / "b" / "records.csv").drop(columns="run_id")
+    pd.testing.assert_frame_equal(a, b)
+
+
+class Faulty(Method):
+    """A plugin that misbehaves in the way named by its class attribute."""
+
+    fault = "raise"
+
+    def fit(self, background, context):
+        self.fitted_ = True
+        return self
+
+    def predict(self, batch):
+        if self.fault == "raise":
+            raise RuntimeError("boom")
+        if self.fault == "shape":
+            return np.zeros((batch.n_episodes, batch.n_way))
+        scores = np.zeros(batch.score_shape)
+        scores[0, 0, 0] = np.nan
+        return scores
+
+
+@pytest.mark.parametrize("fault,reason", [("raise", "predict raised RuntimeError: boom"),
+                                          ("shape", "predict returned shape"),
+                                          ("nan", "NaN")])
+def test_a_faulty_method_fails_alone(tmp_path, fault, reason):
+    name = f"faulty_{fault}"
+    if name not in registry.available_names():
+        registry.register_method(name)(type(name, (Faulty,), {"fault": fault}))
+    outcome = run(tmp_path, methods=(name, "nearest_neighbor"))
+    assert outcome.exit_code == 1
+    assert reason in outcome.failures[name]
+    records = pd.read_csv(tmp_path / "run" / "records.csv")
+    assert set(records.method) == {"nearest_neighbor"}
+    assert len(records) == 30 * 2 + 30 * 5 + 20 * 3 * 2
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert reason in manifest["failures"][name]
+
+
+def test_rerun_into_the_same_folder_resumes_without_redoing_work(tmp_path):
+    run(tmp_path, methods=("random",))
+    first = (tmp_path / "run" / "records.csv").read_bytes()
+    # A half-written chunk at the end, as after a crash, is dropped on resume.
+    with open(tmp_path / "run" / "records.csv", "ab") as handle:
+        handle.write(b"tiny,random,0,cross,evaluation,cross,2,1,0,0,1,")
+    run(tmp_path, methods=("random",))
+    assert (tmp_path / "run" / "records.csv").read_bytes() == first
+    run(tmp_path, methods=("random", "nearest_neighbor"))
+    records = pd.read_csv(tmp_path / "run" / "records.csv")
+    assert (records.method == "random").sum() == (records.method == "nearest_neighbor").sum()
+    assert not records.duplicated(["method", "task_set", "n_way", "episode", "query"]).any()
