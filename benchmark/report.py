@@ -15,12 +15,38 @@ RECORD_DTYPES = {"run_id": str, "method": str, "seed": np.int64, "task_set": str
                  "query": np.int64, "label": np.int64, "predicted": np.int64, "correct": np.int8}
 
 
-def read_records(run_dir: Path) -> pd.DataFrame:
-    path = Path(run_dir) / "records.csv"
+def read_records(run_dir: Path, log=None) -> pd.DataFrame:
+    """The records of a run, after checking them against the chunk hashes in its run.json.
+
+    Records that were truncated or edited since the run wrote them are refused (RunFolderError,
+    naming the file). Rows after the last chunk listed in run.json (an append cut short) are
+    left out. A records.csv without run.json is read unchecked, and `log` says so.
+    """
+    import io
+    import sys
+
+    from benchmark.run_folder import read_manifest, verify_records
+
+    log = log or (lambda message: print(message, file=sys.stderr))
+    run_dir = Path(run_dir)
+    path = run_dir / "records.csv"
     if not path.exists():
         raise ConfigError(f"{path} not found: give a run folder written by run_benchmark.py")
+    if (run_dir / "run.json").exists():
+        content, unlisted = verify_records(run_dir, read_manifest(run_dir))
+        if not content:
+            raise ConfigError(f"{path} holds no finished records yet: resume the run with "
+                              f"`python run_benchmark.py --resume {run_dir}`")
+        if unlisted:
+            log(f"note: {path} ends with {unlisted} bytes of an unfinished chunk, left out; "
+                f"resume the run to complete it")
+        source = io.BytesIO(content)
+    else:
+        log(f"note: {run_dir / 'run.json'} not found: the records in {path} cannot be checked "
+            f"against their hashes")
+        source = path
     try:
-        records = pd.read_csv(path, dtype=RECORD_DTYPES)
+        records = pd.read_csv(source, dtype=RECORD_DTYPES)
     except (ValueError, pd.errors.ParserError) as error:
         raise ConfigError(f"{path} is malformed ({str(error).splitlines()[0]}): rerun into that "
                           f"folder to resume, or start a new one") from None

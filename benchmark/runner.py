@@ -4,7 +4,9 @@ A run folder holds `records.csv` (one row per query) and `run.json` (the resolve
 versions, device, data hashes, and one entry per finished chunk of records). A chunk is the
 records of one (method, seed, task set, N); it is appended to `records.csv` and then listed
 in `run.json` with its byte range and sha256. Rerunning into the same folder keeps the
-chunks listed there, drops anything written after them, and computes only what is missing.
+chunks listed there (after checking their hashes), drops anything written after them, and
+computes only what is missing, so an interrupted run resumed gives the same records.csv as
+one never interrupted. One run at a time writes into a folder (`run_folder.RunLock`).
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ from benchmark.api import EpisodeBatch, FitContext
 from benchmark.checkpoints import CheckpointStore
 from benchmark.config import RunConfig, check_hyperparameters
 from benchmark.errors import BenchmarkError, ConfigError, MethodError
+from benchmark.run_folder import RUN_FORMAT, RunLock, read_manifest, verify_records, write_atomically
 from tasks.sets import TaskSet
 
 RECORD_COLUMNS = ["run_id", "method", "seed", "task_set", "split", "protocol", "n_way", "k_shot",
                   "episode", "query", "label", "predicted", "correct"]
-RUN_FORMAT = "oneshot-benchmark/run/v1"
 
 
 @dataclass
@@ -67,8 +69,14 @@ def resolve_device(requested: str) -> str:
 
 def run_benchmark(config: RunConfig, method_names: list[str], data, task_sets: list[TaskSet],
                   out_dir: Path, options: RunOptions) -> RunOutcome:
+    """Run every method on every task set into out_dir, resuming what is already there."""
     methods = {name: _instantiate(name, config) for name in method_names}
     out_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(out_dir):  # before reading run.json: a second run must not truncate the first's
+        return _run_locked(config, method_names, methods, data, task_sets, out_dir, options)
+
+
+def _run_locked(config, method_names, methods, data, task_sets, out_dir, options) -> RunOutcome:
     records_path = out_dir / "records.csv"
     seeds = options.seeds or (config.seed,)
     manifest = _start_manifest(out_dir, config, method_names, data, task_sets, options, seeds)
@@ -91,6 +99,7 @@ def run_benchmark(config: RunConfig, method_names: list[str], data, task_sets: l
                 "source": registry.source_of(name), "params": _jsonable(method.get_params()),
                 "capabilities": vars(method.capabilities)})
             manifest["methods"][name].setdefault("timing", {})[str(seed)] = timing
+            manifest["failures"].pop(label, None)  # it failed in an earlier attempt, not now
         except KeyboardInterrupt:
             raise
         except BenchmarkError as error:
@@ -216,15 +225,16 @@ def _start_manifest(out_dir, config, method_names, data, task_sets, options, see
                 or previous.get("task_sets") != task_hashes):
             raise ConfigError(f"{out_dir} holds a run with another config or other episodes: "
                               f"choose a new --out folder")
-        size = records_path.stat().st_size if records_path.exists() else 0
-        if size < previous["records_bytes"]:
-            raise ConfigError(f"{records_path} is shorter than {path} says ({size} < "
-                              f"{previous['records_bytes']} bytes): it was truncated; start a new --out folder")
-        # Drop rows appended after the last chunk that was listed (an interrupted write).
-        with open(records_path, "ab") as handle:
-            handle.truncate(previous["records_bytes"])
-        previous["methods_requested"] = sorted(set(previous["methods_requested"]) | set(method_names))
-        options.log(f"resuming {out_dir}: {len(previous['chunks'])} chunks already done")
+        # Keep only chunks whose bytes are intact; drop rows appended after the last chunk
+        # that was listed (an append the interruption cut short).
+        _, unlisted = verify_records(out_dir, previous)
+        if unlisted:
+            with open(records_path, "r+b") as handle:
+                handle.truncate(previous["records_bytes"])
+        previous["methods_requested"] = list(dict.fromkeys([*previous["methods_requested"], *method_names]))
+        previous["seeds"] = list(dict.fromkeys([*previous.get("seeds", []), *seeds]))
+        options.log(f"resuming {out_dir}: {len(previous['chunks'])} chunks already done"
+                    + (f", {unlisted} bytes of an unfinished chunk dropped" if unlisted else ""))
         return previous
     if records_path.exists():
         records_path.unlink()  # rows without a manifest cannot be trusted
@@ -242,24 +252,8 @@ def _without_methods(config_dict: dict) -> dict:
     return {key: value for key, value in config_dict.items() if key != "methods"}
 
 
-def read_manifest(out_dir: Path) -> dict:
-    try:
-        manifest = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"{out_dir / 'run.json'} is unreadable ({error}): choose a new --out folder") from None
-    if manifest.get("format") != RUN_FORMAT:
-        raise ConfigError(f"{out_dir / 'run.json'} is not a run manifest of this project")
-    return manifest
-
-
 def _write_manifest(out_dir: Path, manifest: dict) -> None:
     write_atomically(out_dir / "run.json", json.dumps(manifest, indent=1) + "\n")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def environment(device: str) -> dict:
