@@ -1,6 +1,7 @@
 """The command line: parse arguments, load config and data, call the runner, print the table.
 
     python run_benchmark.py --methods all              # run the default config
+    python run_benchmark.py --resume RUN_DIR           # finish an interrupted run
     python run_benchmark.py download                   # fetch the official Omniglot files
     python run_benchmark.py report RUN_DIR [RUN_DIR]   # rebuild tables and plots from records
 """
@@ -45,13 +46,17 @@ class _Parser(argparse.ArgumentParser):
 def _run_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="run_benchmark.py", description="Benchmark one-shot learning methods on "
                      "Omniglot. Other commands: download, report RUN_DIR.")
-    parser.add_argument("--methods", default="all",
-                        help="'all' (the config's methods) or a comma-separated list of names")
+    parser.add_argument("--methods", default=None,
+                        help="'all' (the config's methods, the default) or a comma-separated list "
+                        "of names; with --resume, default: the methods the run was started with")
     parser.add_argument("--config", default=None, help="YAML config (default: configs/default.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set task_sets.cross.episodes=100")
     parser.add_argument("--out", default=None, help="run folder (default: results/runs/TIME-CONFIG); "
                         "an existing run folder is resumed")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+                        help="finish an interrupted run: reuses the config, methods and seeds saved "
+                        "in RUN_DIR/run.json (--set, --methods and --device still apply)")
     parser.add_argument("--data-dir", default=None, help="Omniglot directory (default: $OMNIGLOT_DIR, "
                         "else data/omniglot)")
     parser.add_argument("--no-download", action="store_true", help="never download missing data")
@@ -91,32 +96,103 @@ def _run(argv: list[str]) -> int:
     from benchmark.report import write_report
     from benchmark.runner import RunOptions, resolve_device, run_benchmark
 
-    config_path = Path(args.config) if args.config else _default_config()
-    config = load_config(config_path, args.overrides)
-    method_names = _method_names(args.methods, config)
+    seeds, data_dir = None, args.data_dir
+    if args.resume is not None:
+        out_dir, config, method_names, seeds, data_dir = _resumed_run(args)
+    else:
+        config_path = Path(args.config) if args.config else _default_config()
+        config = load_config(config_path, args.overrides)
+        method_names = _method_names(args.methods or "all", config)
+        out_dir = _out_dir(args.out, config.name)
     for name in method_names:  # fail on a typo before loading data or training anything
         check_hyperparameters(name, registry.get_method(name), config.methods.get(name, {}))
-    out_dir = _out_dir(args.out, config.name)
     device = resolve_device(args.device or config.device)
-    data = _load_data(args.data_dir, download=not args.no_download, progress=not args.quiet)
+    data = _load_data(data_dir, download=not args.no_download, progress=not args.quiet)
     task_sets = _task_sets(config, data, download=not args.no_download, progress=not args.quiet)
     options = RunOptions(device=device, retrain=args.retrain, progress=not args.quiet,
-                         checkpoint_dir=PROJECT_ROOT / "results" / "checkpoints", log=_log)
+                         checkpoint_dir=PROJECT_ROOT / "results" / "checkpoints", seeds=seeds, log=_log)
     _log(f"run folder: {out_dir}")
     try:
         outcome = run_benchmark(config, method_names, data, task_sets, out_dir, options)
+        if (out_dir / "records.csv").exists() and (out_dir / "records.csv").stat().st_size:
+            from benchmark.report import read_records
+            from benchmark.run_folder import staged_outputs
+
+            with staged_outputs(out_dir) as staging:  # each file appears whole or not at all
+                summary = write_report(staging, read_records(out_dir, log=_log),
+                                       resamples=config.stats.resamples,
+                                       confidence=config.stats.confidence, seed=config.stats.seed)
+            print((out_dir / "summary.md").read_text(encoding="utf-8"))
+            _log(f"wrote {len(summary)} summary rows to {out_dir}")
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished chunks are saved in {out_dir}; resume with: "
-              f"python run_benchmark.py {' '.join(argv)} --out {out_dir}", file=sys.stderr)
+        _log(_interrupted_message(args, out_dir))
         return 130
-    if (out_dir / "records.csv").exists():
-        summary = write_report(out_dir, resamples=config.stats.resamples,
-                               confidence=config.stats.confidence, seed=config.stats.seed)
-        print((out_dir / "summary.md").read_text(encoding="utf-8"))
-        _log(f"wrote {len(summary)} summary rows to {out_dir}")
     for label, reason in outcome.failures.items():
         _log(f"FAILED {label}: {reason}")
     return outcome.exit_code
+
+
+def _resumed_run(args):
+    """(run folder, config, methods, seeds, data dir) of the run that --resume continues.
+
+    The config is the resolved one saved in run.json, so the YAML file it came from may have
+    changed or be gone; --set overrides apply on top of it (the runner refuses any that would
+    change finished results).
+    """
+    import copy
+    import os
+
+    from benchmark.config import apply_override, config_from_dict
+    from benchmark.errors import ConfigError
+    from benchmark.run_folder import read_manifest
+
+    run_dir = Path(args.resume)
+    if args.config is not None:
+        raise ConfigError("--resume reuses the config saved in the run folder's run.json: drop --config")
+    if args.out is not None and Path(args.out).resolve() != run_dir.resolve():
+        raise ConfigError("--resume RUN_DIR continues the run in RUN_DIR: drop --out")
+    if not (run_dir / "run.json").is_file():
+        raise ConfigError(f"--resume {run_dir}: there is no run.json there; give a run folder "
+                          f"written by run_benchmark.py")
+    manifest = read_manifest(run_dir)
+    raw = copy.deepcopy(manifest.get("config"))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{run_dir / 'run.json'} holds no config to resume with")
+    for override in args.overrides:
+        apply_override(raw, override)
+    config = config_from_dict(raw, source=str(run_dir / "run.json"))
+    if args.methods is not None:
+        method_names = _method_names(args.methods, config)
+    else:
+        method_names = [str(name) for name in manifest.get("methods_requested") or []]
+        if not method_names:
+            raise ConfigError(f"{run_dir / 'run.json'} names no methods: give them with --methods a,b")
+    seeds = tuple(int(seed) for seed in manifest.get("seeds") or [config.seed])
+    data_dir = args.data_dir
+    recorded = (manifest.get("data") or {}).get("root")
+    # Where the run found its data, unless told otherwise (the data's hashes are checked anyway).
+    if data_dir is None and not os.environ.get("OMNIGLOT_DIR") and recorded and Path(recorded).is_dir():
+        data_dir = recorded
+    return run_dir, config, method_names, seeds, data_dir
+
+
+def _interrupted_message(args, out_dir: Path) -> str:
+    """What to type to continue: every option the run needs that run.json does not hold."""
+    import shlex
+
+    if not (out_dir / "run.json").exists():
+        return "\ninterrupted before any results were saved: run the same command again"
+    command = ["python", "run_benchmark.py", "--resume", str(out_dir)]
+    if args.resume is not None:  # options given to this resume are not in run.json either
+        command += [f"--set={override}" for override in args.overrides]
+        command += ["--methods", args.methods] if args.methods is not None else []
+    for plugin in args.plugin:
+        command += ["--plugin", plugin]
+    command += ["--data-dir", args.data_dir] if args.data_dir is not None else []
+    command += ["--device", args.device] if args.device is not None else []
+    command += ["--no-download"] * args.no_download + ["--quiet"] * args.quiet
+    return (f"\ninterrupted: finished chunks are saved in {out_dir}; resume with:\n"
+            f"  {shlex.join(command)}")
 
 
 def _method_names(spec: str, config) -> list[str]:
@@ -203,3 +279,4 @@ def _report(argv: list[str]) -> int:
     write_report(out_dir, records)
     print((out_dir / "summary.md").read_text(encoding="utf-8"))
     return 0
+

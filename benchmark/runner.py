@@ -225,6 +225,11 @@ def _start_manifest(out_dir, config, method_names, data, task_sets, options, see
                 or previous.get("task_sets") != task_hashes):
             raise ConfigError(f"{out_dir} holds a run with another config or other episodes: "
                               f"choose a new --out folder")
+        recorded = previous.get("data") or {}
+        if (recorded.get("background_sha256"), recorded.get("evaluation_sha256")) != (
+                data.background.sha256, data.evaluation.sha256):
+            raise ConfigError(f"{out_dir} holds a run on other Omniglot data (other sha256): "
+                              f"point --data-dir at the data it used, or choose a new --out folder")
         # Keep only chunks whose bytes are intact; drop rows appended after the last chunk
         # that was listed (an append the interruption cut short).
         _, unlisted = verify_records(out_dir, previous)
