@@ -70,6 +70,9 @@ class RunConfig:
     # What `--methods all` runs, with each method's hyperparameters.
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     stats: StatsConfig = field(default_factory=StatsConfig)
+    # A directory of frozen episode files (relative: to the project root) that the task sets
+    # are loaded from instead of generated; written by `run_benchmark.py freeze`.
+    frozen: str | None = None
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -86,6 +89,8 @@ class RunConfig:
                           for name, ts in self.task_sets.items()},
             "methods": {name: {k: _plain(v) for k, v in params.items()} for name, params in self.methods.items()},
             "stats": {f.name: getattr(self.stats, f.name) for f in fields(self.stats)},
+            # Only when set, so that run folders made before this field existed still resume.
+            **({"frozen": self.frozen} if self.frozen is not None else {}),
         }
 
 

@@ -1,4 +1,11 @@
-"""The task sets a config names, resolved to episode sets: one per (task set, N)."""
+"""The task sets a config names, resolved to episode sets: one per (task set, N).
+
+A config with `frozen: DIR` loads its episodes from the frozen files in DIR (written by
+`run_benchmark.py freeze`) instead of generating them. Each file is checked on the way in:
+its ids against their sha256, the data it was made for against the data loaded, and its
+parameters against the config, so a tampered file or a config edited since freezing is
+refused with one line that says how to fix it.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.config import RunConfig, TaskSetConfig
-from benchmark.errors import EpisodeError
+from benchmark.errors import ConfigError, EpisodeError
 from tasks import episodes as episode_sets
 from tasks.episodes import EpisodeSet
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The official runs are fixed by Lake et al.: 20 runs, 20-way, 1-shot, 1 query per class.
+OFFICIAL_SHAPE = {"n_way": 20, "k_shot": 1, "n_query": 1, "episodes": 20, "seed": None}
 
 
 @dataclass(frozen=True)
@@ -24,12 +35,14 @@ class TaskSet:
         return f"{self.name} {self.episodes.n_way}-way {self.episodes.k_shot}-shot"
 
 
-def resolve_task_sets(config: RunConfig, data, official_runs=None) -> list[TaskSet]:
+def resolve_task_sets(config: RunConfig, data, official_runs=None, use_frozen: bool = True) -> list[TaskSet]:
     """Generate (or load) every episode set of the config, in config order.
 
     `official_runs` is a callable returning the official runs as an EpisodeSet; it is only
-    called when the config has an `official` task set, so other runs never need the zip.
+    called when the config has an `official` task set that is not frozen, so other runs never
+    need the zip. With `use_frozen=False` a frozen config is generated anyway (to freeze it).
     """
+    frozen = frozen_directory(config) if use_frozen else None
     resolved = []
     for name, task_set in config.task_sets.items():
         split = getattr(data, task_set.split)
@@ -37,9 +50,17 @@ def resolve_task_sets(config: RunConfig, data, official_runs=None) -> list[TaskS
             if task_set.split != "evaluation":
                 raise EpisodeError(f"task set {name!r}: the official runs use evaluation images; "
                                    f"remove its split setting")
-            resolved.append(TaskSet(name, "evaluation", official_runs()))
+            if frozen is not None:
+                episodes = load_frozen(frozen, name, task_set, OFFICIAL_SHAPE["n_way"], split.sha256)
+            else:
+                episodes = official_runs()
+            resolved.append(TaskSet(name, "evaluation", episodes))
             continue
         for n_way in task_set.n_way:
+            if frozen is not None:
+                resolved.append(TaskSet(name, task_set.split,
+                                        load_frozen(frozen, name, task_set, n_way, split.sha256)))
+                continue
             try:
                 episodes = episode_sets.generate(
                     split.alphabet, split.sha256, task_set.protocol, n_way, task_set.k_shot,
@@ -50,6 +71,68 @@ def resolve_task_sets(config: RunConfig, data, official_runs=None) -> list[TaskS
     return resolved
 
 
+def frozen_directory(config: RunConfig) -> Path | None:
+    """The config's `frozen` directory as a path (relative ones are under the project root)."""
+    if config.frozen is None:
+        return None
+    directory = Path(config.frozen)
+    return directory if directory.is_absolute() else PROJECT_ROOT / directory
+
+
 def frozen_path(directory: str | Path, name: str, task_set: TaskSetConfig, n_way: int) -> Path:
     """Where the frozen file of one (task set, N) lives."""
     return Path(directory) / f"{name}-{n_way}way-{task_set.k_shot}shot.json"
+
+
+def expected_parameters(task_set: TaskSetConfig, n_way: int) -> dict:
+    """What a frozen file of this (task set, N) must say about itself."""
+    if task_set.protocol == "official":
+        return {"protocol": "official", **OFFICIAL_SHAPE}
+    return {"protocol": task_set.protocol, "n_way": n_way, "k_shot": task_set.k_shot,
+            "n_query": task_set.n_query, "episodes": task_set.episodes, "seed": task_set.seed}
+
+
+def load_frozen(directory: Path, name: str, task_set: TaskSetConfig, n_way: int,
+                split_sha256: str) -> EpisodeSet:
+    """Load one frozen file and check it against the data and the config."""
+    path = frozen_path(directory, name, task_set, n_way)
+    episodes = episode_sets.load(path, split_sha256)  # checks the ids and the data's sha256
+    actual = {"protocol": episodes.protocol, "n_way": episodes.n_way, "k_shot": episodes.k_shot,
+              "n_query": episodes.n_query, "episodes": episodes.n_episodes, "seed": episodes.seed}
+    for key, wanted in expected_parameters(task_set, n_way).items():
+        if actual[key] != wanted:
+            raise EpisodeError(f"frozen episode file {path} has {key}={actual[key]!r} but the config's "
+                               f"task set {name!r} asks for {key}={wanted!r}: refreeze with `python "
+                               f"run_benchmark.py freeze --config CONFIG`, or generate with --set frozen=null")
+    return episodes
+
+
+@dataclass(frozen=True)
+class FrozenFile:
+    path: Path
+    episodes: int
+    ids_sha256: str
+    status: str  # "new", "unchanged" or "changed"
+
+
+def freeze(task_sets: list[TaskSet], config: RunConfig, directory: Path) -> list[FrozenFile]:
+    """Write each task set to its frozen file in `directory`; say which files changed."""
+    written = []
+    for task_set in task_sets:
+        episodes = task_set.episodes
+        path = frozen_path(directory, task_set.name, config.task_sets[task_set.name], episodes.n_way)
+        text = episode_sets.to_json(episodes)
+        before = path.read_text(encoding="utf-8") if path.exists() else None
+        try:
+            episode_sets.save(episodes, path)
+        except OSError as error:
+            raise ConfigError(f"cannot write the frozen file {path} ({error}): choose a writable --out") from None
+        status = "new" if before is None else ("unchanged" if before == text else "changed")
+        written.append(FrozenFile(path, episodes.n_episodes, episodes.ids_sha256, status))
+    return written
+
+
+def stale_frozen_files(directory: Path, written: list[FrozenFile]) -> list[Path]:
+    """Frozen files in `directory` that the config no longer names (left for the user to delete)."""
+    kept = {file.path.resolve() for file in written}
+    return sorted(p for p in Path(directory).glob("*.json") if p.resolve() not in kept)
