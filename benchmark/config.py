@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -24,6 +25,15 @@ from benchmark.errors import ConfigError
 PROTOCOLS = ("within", "cross", "official")
 SPLITS = ("evaluation", "background")
 DEVICES = ("auto", "cpu", "cuda")
+MAX_SEED = 2 ** 63 - 1  # torch.manual_seed's limit; numpy takes any non-negative integer
+MAX_RESAMPLES = 100_000  # far past where the bootstrap's percentiles stop moving
+# The config name becomes part of the run folder's name: no separators, no surprises.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def check_seed(value: int, where: str) -> None:
+    if not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{where} must be between 0 and {MAX_SEED}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class TaskSetConfig:
             raise ConfigError(f"split {self.split!r} is unknown: use one of {', '.join(SPLITS)}")
         if not self.n_way:
             raise ConfigError("n_way is empty: give at least one number of ways")
+        check_seed(self.seed, "seed")
 
 
 @dataclass(frozen=True)
@@ -55,8 +66,9 @@ class StatsConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.resamples < 1:
-            raise ConfigError(f"stats.resamples must be >= 1, got {self.resamples}")
+        if not 1 <= self.resamples <= MAX_RESAMPLES:
+            raise ConfigError(f"stats.resamples must be between 1 and {MAX_RESAMPLES}, got {self.resamples}")
+        check_seed(self.seed, "stats.seed")
         if not 0 < self.confidence < 1:
             raise ConfigError(f"stats.confidence must be between 0 and 1, got {self.confidence}")
 
@@ -77,6 +89,10 @@ class RunConfig:
     def __post_init__(self):
         if self.device not in DEVICES:
             raise ConfigError(f"device {self.device!r} is unknown: use one of {', '.join(DEVICES)}")
+        if not NAME_PATTERN.fullmatch(self.name):
+            raise ConfigError(f"name {self.name!r} must be 1-100 letters, digits, '_', '-' or '.', "
+                              f"starting with a letter or digit (it names the run folder)")
+        check_seed(self.seed, "seed")
         object.__setattr__(self, "task_sets", types.MappingProxyType(dict(self.task_sets)))
         object.__setattr__(self, "methods", types.MappingProxyType(
             {name: types.MappingProxyType(dict(params)) for name, params in self.methods.items()}))
@@ -108,6 +124,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
                           f"(see configs/)") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {path} cannot be read: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be a config") from None
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         at = f" at line {where.line + 1}" if where else ""
@@ -129,7 +147,7 @@ def apply_override(raw: dict, override: str) -> None:
         raise ConfigError(f"--set {override!r} is malformed: write --set key.subkey=value")
     try:
         value = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = text
     node = raw
     for depth, part in enumerate(parts[:-1]):
@@ -159,9 +177,28 @@ def config_from_dict(raw: dict, source: str = "config") -> RunConfig:
             raise ConfigError(f"task_sets.{name}: {error}") from None
     built_methods = {}
     for name, params in methods.items():
-        built_methods[str(name)] = _mapping(params, f"methods.{name}") if params is not None else {}
+        params = _mapping(params, f"methods.{name}") if params is not None else {}
+        _check_plain(params, f"methods.{name}")
+        built_methods[str(name)] = params
     return RunConfig(**top, task_sets=built_sets, methods=built_methods,
                      stats=StatsConfig(**_build(StatsConfig, stats, "stats.")))
+
+
+def _check_plain(value, where: str, depth: int = 0) -> None:
+    """Hyperparameters go into run.json and checkpoint keys: they must be plain JSON data."""
+    if depth > 20:
+        raise ConfigError(f"{where} is nested too deeply (or refers to itself)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{where}: key {key!r} must be a string")
+            _check_plain(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]", depth + 1)
+    elif not (value is None or isinstance(value, (bool, int, float, str))):
+        raise ConfigError(f"{where} must be a number, string, true/false, list or mapping, "
+                          f"got {type(value).__name__} {value!r}")
 
 
 def _mapping(value, where: str) -> dict:

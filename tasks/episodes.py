@@ -22,6 +22,11 @@ PROTOCOLS = ("within", "cross")
 DRAWINGS_PER_CHARACTER = 20
 FROZEN_FORMAT = "oneshot-benchmark/episodes/v1"
 ARRAY_NAMES = ("support", "query", "query_label")
+# Bounds that keep a request that is valid but absurd from exhausting memory or time: 10^6
+# episodes take seconds to draw; 2*10^7 image ids are ~0.5 GB of int64 arrays.
+MAX_EPISODES = 1_000_000
+MAX_IMAGE_IDS = 20_000_000
+MAX_SEED = 2 ** 63 - 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,14 +88,22 @@ def max_n_way(alphabet: np.ndarray, protocol: str) -> int:
 
 
 def validate_request(alphabet: np.ndarray, protocol: str, n_way: int, k_shot: int,
-                     n_query: int, episodes: int) -> None:
+                     n_query: int, episodes: int, seed: int = 0) -> None:
     """Raise EpisodeError, in one line with the fix, for a request the split cannot satisfy."""
-    if protocol not in PROTOCOLS:
+    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
         raise EpisodeError(f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
     for name, value, low in (("n_way", n_way, 2), ("k_shot", k_shot, 1), ("n_query", n_query, 1),
                              ("episodes", episodes, 1)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise EpisodeError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise EpisodeError(f"seed must be an integer between 0 and {MAX_SEED}, got {seed!r}")
+    if episodes > MAX_EPISODES:
+        raise EpisodeError(f"episodes must be at most {MAX_EPISODES:,}, got {episodes:,}")
+    if episodes * n_way * (k_shot + n_query) > MAX_IMAGE_IDS:
+        raise EpisodeError(f"{episodes:,} episodes of {n_way}-way {k_shot}-shot with {n_query} queries "
+                           f"per class are too large (more than {MAX_IMAGE_IDS:,} image ids): "
+                           f"lower episodes or n_way")
     if k_shot + n_query > DRAWINGS_PER_CHARACTER:
         raise EpisodeError(f"k_shot + n_query = {k_shot + n_query} but each character has only "
                            f"{DRAWINGS_PER_CHARACTER} drawings: lower k_shot or n_query")
@@ -104,7 +117,7 @@ def validate_request(alphabet: np.ndarray, protocol: str, n_way: int, k_shot: in
 def generate(alphabet: np.ndarray, split_sha256: str, protocol: str, n_way: int, k_shot: int = 1,
              n_query: int = 1, episodes: int = 1000, seed: int = 0) -> EpisodeSet:
     """Draw `episodes` seeded tasks over a split whose characters belong to `alphabet`."""
-    validate_request(alphabet, protocol, n_way, k_shot, n_query, episodes)
+    validate_request(alphabet, protocol, n_way, k_shot, n_query, episodes, seed)
     alphabet = np.asarray(alphabet)
     if protocol == "within":
         names, counts = np.unique(alphabet, return_counts=True)
@@ -170,16 +183,18 @@ def load(path: str | Path, split_sha256: str | None = None) -> EpisodeSet:
         if not isinstance(raw, dict) or raw.get("format") != FROZEN_FORMAT:
             raise ValueError(f"it is not a frozen episode file of format {FROZEN_FORMAT!r}")
         arrays = [np.asarray(raw[name], dtype=np.int64) for name in ARRAY_NAMES]
-        loaded = EpisodeSet(str(raw["protocol"]), int(raw["n_way"]), int(raw["k_shot"]),
-                            int(raw["n_query"]), raw["seed"], str(raw["split_sha256"]), *arrays)
+        loaded = EpisodeSet(*_checked_header(raw), *arrays)
+        claimed_sha256 = raw["ids_sha256"]
     except FileNotFoundError:
         raise EpisodeError(f"frozen episode file {path} not found: create it with "
                            f"`python run_benchmark.py freeze --config CONFIG`") from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise EpisodeError(f"frozen episode file {path} is unreadable ({error}); regenerate it with "
+    # Hostile content surfaces as any of these (huge numbers overflow, deep nesting recurses).
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
+        raise EpisodeError(f"frozen episode file {path} is unreadable ({reason}); regenerate it with "
                            f"`python run_benchmark.py freeze`") from None
     _check_shapes(loaded, path)
-    if loaded.ids_sha256 != raw["ids_sha256"]:
+    if loaded.ids_sha256 != claimed_sha256:
         raise EpisodeError(f"frozen episode file {path} was modified: its ids do not match its "
                            f"ids_sha256; restore it from git or regenerate it with `freeze`")
     if split_sha256 is not None and loaded.split_sha256 != split_sha256:
@@ -189,7 +204,29 @@ def load(path: str | Path, split_sha256: str | None = None) -> EpisodeSet:
     return loaded
 
 
+def _checked_header(raw: dict) -> tuple:
+    """(protocol, n_way, k_shot, n_query, seed, split_sha256) of a frozen file, type-checked."""
+    protocol = raw["protocol"]
+    if protocol not in (*PROTOCOLS, "official"):
+        raise ValueError(f"protocol {str(protocol)[:40]!r} is unknown")
+    counts = []
+    for name, low in (("n_way", 2), ("k_shot", 1), ("n_query", 1)):
+        value = raw[name]
+        if type(value) is not int or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {str(value)[:40]}")
+        counts.append(value)
+    seed = raw["seed"]
+    if seed is not None and (type(seed) is not int or not 0 <= seed <= MAX_SEED):
+        raise ValueError(f"seed must be null or an integer between 0 and {MAX_SEED}, got {str(seed)[:40]}")
+    if not isinstance(raw["split_sha256"], str):
+        raise ValueError("split_sha256 must be a string")
+    return (protocol, *counts, seed, raw["split_sha256"])
+
+
 def _check_shapes(episodes: EpisodeSet, path: Path) -> None:
+    if episodes.support.ndim != 3 or len(episodes.support) < 1:
+        raise EpisodeError(f"frozen episode file {path} is malformed: support has shape "
+                           f"{episodes.support.shape}, expected (episodes >= 1, n_way, k_shot)")
     e, n, k, q = episodes.n_episodes, episodes.n_way, episodes.k_shot, episodes.n_query
     expected = {"support": (e, n, k), "query": (e, n * q), "query_label": (e, n * q)}
     for name, shape in expected.items():
@@ -198,3 +235,5 @@ def _check_shapes(episodes: EpisodeSet, path: Path) -> None:
                                f"{getattr(episodes, name).shape}, expected {shape}")
     if episodes.query_label.size and not (0 <= episodes.query_label.min() and episodes.query_label.max() < n):
         raise EpisodeError(f"frozen episode file {path} is malformed: query labels outside [0, {n})")
+    if episodes.support.min() < 0 or episodes.query.min() < 0:
+        raise EpisodeError(f"frozen episode file {path} is malformed: negative image ids")
