@@ -16,6 +16,7 @@ from benchmark.cli import main
 from benchmark.config import config_from_dict
 from benchmark.errors import ConfigError
 from benchmark.report import read_records
+from benchmark import run_folder
 from benchmark.run_folder import RunFolderError, RunLock, staged_outputs, write_atomically
 from benchmark.runner import RunOptions, run_benchmark
 from tasks.sets import resolve_task_sets
@@ -24,6 +25,7 @@ from tests.synthetic import synthetic_omniglot
 ROOT = Path(__file__).resolve().parent.parent
 DATA = synthetic_omniglot()
 KEY = ["method", "seed", "task_set", "n_way", "k_shot", "episode", "query"]
+needs_flock = pytest.mark.skipif(run_folder.fcntl is None, reason="run folders are locked with fcntl.flock")
 
 
 def tiny_run(out_dir, methods=("random", "nearest_neighbor"), data=DATA, log=None):
@@ -43,6 +45,7 @@ def manifest_of(run_dir):
 
 # ---------------------------------------------------------------- the lock
 
+@needs_flock
 def test_a_second_run_into_a_locked_folder_is_refused(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -63,6 +66,7 @@ time.sleep(120)
 """
 
 
+@needs_flock
 def test_a_lock_held_by_a_killed_process_does_not_block(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
