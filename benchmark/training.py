@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,7 +48,10 @@ def resize_images(images: np.ndarray | torch.Tensor, size: int, device="cpu",
 
     Averaging keeps thin strokes visible when shrinking (nearest-neighbour sampling drops them).
     """
-    images = torch.as_tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images
+    if isinstance(images, np.ndarray):
+        with warnings.catch_warnings():  # splits are read-only; each chunk is copied below, never written
+            warnings.simplefilter("ignore", UserWarning)
+            images = torch.as_tensor(images)
     out = []
     for start in range(0, len(images), chunk):
         part = images[start:start + chunk].to(device=device, dtype=torch.float32).unsqueeze(1)
