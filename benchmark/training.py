@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.api import EpisodeBatch, FitContext
+from benchmark.checkpoints import load_state_into
 from tasks import episodes as episode_sets
 
 VALIDATION_WAYS = 20
@@ -120,7 +121,7 @@ def load_or_train(method, context: FitContext, module: torch.nn.Module, key: str
     store = context.checkpoints
     if store is not None and not context.retrain:
         state = store.load(method.name, key)
-        if state is not None and _load_weights(module, state.get("weights"), context):
+        if state is not None and load_state_into(module, state.get("weights"), log=context.log):
             info = dict(state.get("info", {}), from_checkpoint=str(store.path(method.name, key)))
             context.log(f"{method.name}: loaded trained weights from {info['from_checkpoint']}")
             return info
@@ -132,18 +133,6 @@ def load_or_train(method, context: FitContext, module: torch.nn.Module, key: str
         path = store.save(method.name, key, {"weights": weights, "info": info})
         context.log(f"{method.name}: saved trained weights to {path}")
     return info
-
-
-def _load_weights(module: torch.nn.Module, weights, context: FitContext) -> bool:
-    """Load a state dict only if every tensor matches the model's names and shapes."""
-    expected = module.state_dict()
-    if not isinstance(weights, dict) or set(weights) != set(expected) or any(
-            not isinstance(weights[k], torch.Tensor) or weights[k].shape != expected[k].shape
-            for k in expected):
-        context.log("checkpoint does not match the model's parameters; training again")
-        return False
-    module.load_state_dict(weights)
-    return True
 
 
 def seeded_generator(seed: int, device) -> torch.Generator:
