@@ -1,13 +1,25 @@
-"""Accuracy with confidence intervals from per-query records.
+"""Accuracy with confidence intervals, seed spread and paired comparisons from per-query records.
 
 Queries of one episode share their supports, so they are not independent: the unit of
 resampling is the episode. The 95% interval is a seeded percentile bootstrap over
 episodes; the normal interval 1.96 s / sqrt(E) over episode accuracies is reported beside
 it because papers use it.
+
+With several training seeds, a method's accuracy is the mean over seeds; its episode
+interval resamples episodes of the seed-averaged accuracy (how much the number would move
+with other episodes), and the spread across seeds (standard deviation, min and max of the
+per-seed accuracies) is reported separately: it says how much the number moves with another
+training run, and it is often the larger of the two.
+
+Two methods on the same task set and N are compared paired, episode by episode: the
+difference of their accuracies with a bootstrap interval that resamples the same episodes
+for both, and an exact McNemar test on one query per episode (see `mcnemar_exact`).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from statistics import NormalDist
 
 import numpy as np
@@ -15,7 +27,12 @@ import pandas as pd
 
 GROUP_COLUMNS = ["method", "task_set", "split", "protocol", "n_way", "k_shot"]
 SUMMARY_COLUMNS = GROUP_COLUMNS + ["episodes", "queries", "accuracy", "ci_low", "ci_high",
-                                   "ci_normal_low", "ci_normal_high"]
+                                   "ci_normal_low", "ci_normal_high",
+                                   "seeds", "seed_std", "seed_min", "seed_max"]
+TASK_COLUMNS = ["task_set", "split", "protocol", "n_way", "k_shot"]
+PAIRED_COLUMNS = TASK_COLUMNS + ["method_a", "method_b", "episodes", "accuracy_a", "accuracy_b",
+                                 "difference", "ci_low", "ci_high", "significant",
+                                 "mcnemar_a_only", "mcnemar_b_only", "mcnemar_p"]
 
 
 def bootstrap_indices(n_episodes: int, resamples: int, seed: int) -> np.ndarray:
@@ -48,25 +65,109 @@ def normal_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, floa
 
 
 def episode_accuracy(records: pd.DataFrame) -> pd.DataFrame:
-    """Mean correctness per episode, with the group columns."""
+    """Mean correctness per episode (over its queries and the method's seeds), with the group columns."""
     return (records.groupby(GROUP_COLUMNS + ["episode"], sort=False, observed=True)["correct"]
             .agg(["mean", "size"]).reset_index())
 
 
+def seed_accuracy(records: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy of each training seed: one row per (group, seed)."""
+    return (records.groupby(GROUP_COLUMNS + ["seed"], sort=False, observed=True)["correct"]
+            .mean().rename("accuracy").reset_index())
+
+
 def summarize(records: pd.DataFrame, resamples: int = 2000, confidence: float = 0.95,
               seed: int = 0) -> pd.DataFrame:
-    """One row per (method, task set, split, protocol, N, k): accuracy and its intervals."""
+    """One row per (method, task set, split, protocol, N, k): accuracy, its intervals, seed spread.
+
+    `accuracy` is the mean over all queries of all seeds (equal counts per seed: the mean of
+    the per-seed accuracies); `queries` counts the distinct queries, not queries x seeds.
+    """
     per_episode = episode_accuracy(records)
+    per_seed = {key: group["accuracy"].to_numpy() for key, group in
+                seed_accuracy(records).groupby(GROUP_COLUMNS, sort=False, observed=True)}
+    distinct_queries = (records.drop_duplicates(GROUP_COLUMNS + ["episode", "query"])
+                        .groupby(GROUP_COLUMNS, sort=False, observed=True).size())
     rows = []
     for key, group in per_episode.groupby(GROUP_COLUMNS, sort=False, observed=True):
         values = group["mean"].to_numpy()
-        queries = int(group["size"].sum())
         # With equal queries per episode the mean of episode means is the mean over queries.
         accuracy = float(np.average(values, weights=group["size"].to_numpy()))
         low, high = bootstrap_ci(values, resamples, confidence, seed)
         normal_low, normal_high = normal_ci(values, confidence)
-        rows.append(dict(zip(GROUP_COLUMNS, key), episodes=len(values), queries=queries,
-                         accuracy=accuracy, ci_low=low, ci_high=high,
-                         ci_normal_low=normal_low, ci_normal_high=normal_high))
+        seeds = per_seed[key]
+        rows.append(dict(zip(GROUP_COLUMNS, key), episodes=len(values),
+                         queries=int(distinct_queries[key]), accuracy=accuracy, ci_low=low,
+                         ci_high=high, ci_normal_low=normal_low, ci_normal_high=normal_high,
+                         seeds=len(seeds), seed_std=float(seeds.std(ddof=1)) if len(seeds) > 1 else np.nan,
+                         seed_min=float(seeds.min()), seed_max=float(seeds.max())))
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     return summary.sort_values(["task_set", "n_way", "method"], kind="stable").reset_index(drop=True)
+
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs of two paired binary outcomes.
+
+    `a_only`: items A got right and B wrong; `b_only`: the reverse. Under "A and B are equally
+    accurate" each discordant item is a fair coin, so the p-value is twice the binomial tail
+    P(X <= min(a_only, b_only)), X ~ Binomial(a_only + b_only, 1/2), capped at 1. Computed in
+    exact integer arithmetic. The test assumes the items are independent: use one query per
+    episode, never all queries of an episode (they share their supports).
+    """
+    if a_only < 0 or b_only < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {a_only} and {b_only}")
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    term, tail = 1, 0  # term = C(n, i), summed incrementally: exact and O(min(a, b)) steps
+    for i in range(min(a_only, b_only) + 1):
+        tail += term
+        term = term * (n - i) // (i + 1)
+    return min(1.0, 2 * tail / 2 ** n)
+
+
+def paired_differences(records: pd.DataFrame, resamples: int = 2000, confidence: float = 0.95,
+                       seed: int = 0) -> pd.DataFrame:
+    """Every pair of methods on the same (task set, N): accuracy difference A - B, paired.
+
+    The interval is a percentile bootstrap of the mean per-episode difference: resampling the
+    differences resamples the same episodes for both methods (and they are the same indices
+    `summarize` uses for each method alone). `significant`: the interval excludes 0. The
+    McNemar test uses the first query of each episode (query 0) of each method's lowest seed,
+    so that its pairs are independent; its p-value is an extra check for episodes of one
+    query per class, where the bootstrap and McNemar look at nearly the same data.
+    """
+    per_episode = episode_accuracy(records)
+    first = _first_query_outcomes(records)
+    rows = []
+    for key, group in per_episode.groupby(TASK_COLUMNS, sort=False, observed=True):
+        table = group.pivot_table(index="episode", columns="method", values="mean", observed=True)
+        outcomes = first.get(key)
+        methods = list(dict.fromkeys(group["method"]))
+        # A is the later method of the run (a newer method against an earlier reference).
+        for method_b, method_a in itertools.combinations(methods, 2):
+            both = table[[method_a, method_b]].dropna()  # only the episodes both methods have
+            differences = (both[method_a] - both[method_b]).to_numpy()
+            low, high = bootstrap_ci(differences, resamples, confidence, seed)
+            a_only = b_only = 0
+            if outcomes is not None:
+                pair = outcomes[[method_a, method_b]].dropna().astype(bool)
+                a_only = int((pair[method_a] & ~pair[method_b]).sum())
+                b_only = int((~pair[method_a] & pair[method_b]).sum())
+            rows.append(dict(zip(TASK_COLUMNS, key), method_a=method_a, method_b=method_b,
+                             episodes=len(both), accuracy_a=float(both[method_a].mean()),
+                             accuracy_b=float(both[method_b].mean()),
+                             difference=float(differences.mean()) if len(both) else np.nan,
+                             ci_low=low, ci_high=high, significant=bool(low > 0 or high < 0),
+                             mcnemar_a_only=a_only, mcnemar_b_only=b_only,
+                             mcnemar_p=mcnemar_exact(a_only, b_only)))
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _first_query_outcomes(records: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
+    """Per (task set, N): correctness of query 0 of each episode (episodes x methods), lowest seed."""
+    first = records[records["query"] == 0]
+    lowest = first.groupby(TASK_COLUMNS + ["method"], observed=True)["seed"].transform("min")
+    first = first[first["seed"] == lowest]
+    return {key: group.pivot_table(index="episode", columns="method", values="correct", observed=True)
+            for key, group in first.groupby(TASK_COLUMNS, sort=False, observed=True)}

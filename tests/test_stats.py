@@ -1,9 +1,12 @@
-"""Confidence intervals: bootstrap over episodes and the normal interval papers print."""
+"""Confidence intervals: bootstrap over episodes, the normal interval papers print, McNemar, seeds."""
+
+import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from benchmark.stats import bootstrap_ci, normal_ci, summarize
+from benchmark.stats import bootstrap_ci, mcnemar_exact, normal_ci, summarize
 
 
 def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_more_episodes():
@@ -29,14 +32,77 @@ def test_bootstrap_ci_agrees_with_normal_ci_on_a_large_sample():
     assert abs((normal[1] - normal[0]) / 2 - 1.96 * values.std(ddof=1) / np.sqrt(4000)) < 1e-4
 
 
+@pytest.mark.parametrize("true_accuracy,episodes", [(0.3, 200), (0.85, 300)])
+def test_bootstrap_ci_covers_the_true_accuracy_at_about_the_nominal_rate(true_accuracy, episodes):
+    # 400 seeded experiments, each a sample of Bernoulli(p) episode outcomes: the 95% interval
+    # should contain p in about 95% of them (binomial sd of the rate over 400: 0.011).
+    rng = np.random.default_rng(7)
+    covered = 0
+    for repetition in range(400):
+        sample = (rng.random(episodes) < true_accuracy).astype(float)
+        low, high = bootstrap_ci(sample, resamples=1000, seed=repetition)
+        covered += low <= true_accuracy <= high
+    assert 0.92 <= covered / 400 <= 0.98
+
+
 def test_summarize_resamples_episodes_not_queries():
     # 100 episodes of 20 queries; all queries of an episode right or all wrong. Treating the
     # 2000 queries as independent would give an interval about sqrt(20) times too narrow.
     correct = np.repeat(np.arange(100) % 2, 20)
-    records = pd.DataFrame({"method": "m", "task_set": "t", "split": "evaluation", "protocol": "cross",
-                            "n_way": 20, "k_shot": 1, "episode": np.repeat(np.arange(100), 20),
+    records = pd.DataFrame({"method": "m", "seed": 0, "task_set": "t", "split": "evaluation",
+                            "protocol": "cross", "n_way": 20, "k_shot": 1,
+                            "episode": np.repeat(np.arange(100), 20),
                             "query": np.tile(np.arange(20), 100), "correct": correct})
     row = summarize(records).iloc[0]
     assert row.accuracy == 0.5 and row.episodes == 100 and row.queries == 2000
     assert row.ci_high - row.ci_low > 0.15  # episode-level: about +-0.1
     assert row.ci_low < 0.5 < row.ci_high
+    assert row.seeds == 1 and np.isnan(row.seed_std) and row.seed_min == row.seed_max == 0.5
+
+
+def seeded_records(per_seed_correct: dict[int, np.ndarray], method="trained") -> pd.DataFrame:
+    """Records of one method with one row per (seed, episode), correctness given per seed."""
+    frames = []
+    for seed, correct in per_seed_correct.items():
+        frames.append(pd.DataFrame({"method": method, "seed": seed, "task_set": "cross",
+                                    "split": "evaluation", "protocol": "cross", "n_way": 5,
+                                    "k_shot": 1, "episode": np.arange(len(correct)), "query": 0,
+                                    "correct": correct}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_summarize_reports_the_mean_over_seeds_their_spread_and_the_episode_interval():
+    # 100 episodes; seed 0 gets 60 right, seed 1 70, seed 2 80 (different episodes each).
+    correct = {seed: (np.arange(100) < 60 + 10 * seed).astype(np.int8) for seed in range(3)}
+    row = summarize(seeded_records(correct)).iloc[0]
+    assert row.seeds == 3 and row.episodes == 100 and row.queries == 100
+    assert row.accuracy == pytest.approx(0.7)
+    assert row.seed_std == pytest.approx(0.1) and (row.seed_min, row.seed_max) == (0.6, 0.8)
+    # The episode interval resamples episodes of the seed-averaged accuracy: per-episode
+    # means are 1 (60 episodes), 2/3 (10), 1/3 (10), 0 (20).
+    per_episode = np.mean([c for c in correct.values()], axis=0)
+    assert (row.ci_low, row.ci_high) == bootstrap_ci(per_episode)
+
+
+def test_mcnemar_exact_matches_hand_computed_values():
+    # b=1, c=9: 2 * (C(10,0) + C(10,1)) / 2^10 = 22/1024
+    assert mcnemar_exact(1, 9) == pytest.approx(0.021484375, abs=1e-15)
+    assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
+    # b=3, c=7: 2 * (1 + 10 + 45 + 120) / 1024
+    assert mcnemar_exact(3, 7) == pytest.approx(352 / 1024, abs=1e-15)
+    # b=0, c=5: 2 / 32
+    assert mcnemar_exact(0, 5) == pytest.approx(0.0625, abs=1e-15)
+    assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(0, 1) == 1.0
+
+
+def test_mcnemar_exact_agrees_with_the_continuity_corrected_chi_square_on_large_counts():
+    # chi2 = (|b - c| - 1)^2 / (b + c) = 3.61 for b=40, c=60; p = P(chi2_1 > 3.61) = erfc(sqrt(3.61/2))
+    chi_square_p = math.erfc(math.sqrt(3.61 / 2))
+    assert abs(mcnemar_exact(40, 60) - chi_square_p) < 0.003
+    # Large n: exact integers, no overflow, and the approximation is closer still.
+    assert mcnemar_exact(4000, 4300) == pytest.approx(math.erfc(math.sqrt(299 ** 2 / 8300 / 2)), rel=0.01)
+
+
+def test_mcnemar_exact_refuses_negative_counts():
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 3)
