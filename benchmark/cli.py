@@ -66,6 +66,9 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                         help="override the config's device")
     parser.add_argument("--retrain", action="store_true", help="ignore cached checkpoints")
+    parser.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                        help="train and evaluate each trained method once per seed, on the same "
+                        "episodes (default: the config's seed); untrained methods run once")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
                         help="load methods from a plugin file or module (repeatable)")
     parser.add_argument("--list-methods", action="store_true", help="list the methods and exit")
@@ -96,7 +99,7 @@ def _run(argv: list[str]) -> int:
         return 0
 
     from benchmark.config import check_hyperparameters, load_config
-    from benchmark.report import write_report
+    from benchmark.report import run_info, write_report
     from benchmark.runner import RunOptions, resolve_device, run_benchmark
 
     seeds, data_dir = None, args.data_dir
@@ -107,6 +110,8 @@ def _run(argv: list[str]) -> int:
         config = load_config(config_path, args.overrides)
         method_names = _method_names(args.methods or "all", config)
         out_dir = _out_dir(args.out, config.name)
+    if args.seeds is not None:  # with --resume: the run's seeds, then these
+        seeds = tuple(dict.fromkeys([*(seeds or ()), *_parse_seeds(args.seeds)]))
     for name in method_names:  # fail on a typo before loading data or training anything
         check_hyperparameters(name, registry.get_method(name), config.methods.get(name, {}))
     device = resolve_device(args.device or config.device)
@@ -124,7 +129,8 @@ def _run(argv: list[str]) -> int:
             with staged_outputs(out_dir) as staging:  # each file appears whole or not at all
                 summary = write_report(staging, read_records(out_dir, log=_log),
                                        resamples=config.stats.resamples,
-                                       confidence=config.stats.confidence, seed=config.stats.seed)
+                                       confidence=config.stats.confidence, seed=config.stats.seed,
+                                       runs=[run_info(out_dir)])
             print((out_dir / "summary.md").read_text(encoding="utf-8"))
             _log(f"wrote {len(summary)} summary rows to {out_dir}")
     except KeyboardInterrupt:
@@ -198,6 +204,22 @@ def _interrupted_message(args, out_dir: Path) -> str:
             f"  {shlex.join(command)}")
 
 
+def _parse_seeds(spec: str) -> tuple[int, ...]:
+    from benchmark.config import check_seed
+    from benchmark.errors import ConfigError
+
+    try:
+        seeds = tuple(dict.fromkeys(int(part) for part in spec.split(",") if part.strip()))
+    except ValueError:
+        raise ConfigError(f"--seeds {spec!r} is malformed: give integers separated by commas, "
+                          f"e.g. --seeds 0,1,2") from None
+    if not seeds:
+        raise ConfigError("--seeds is empty: give integers separated by commas, e.g. --seeds 0,1,2")
+    for seed in seeds:
+        check_seed(seed, "--seeds")
+    return seeds
+
+
 def _method_names(spec: str, config) -> list[str]:
     from benchmark.errors import ConfigError
 
@@ -264,23 +286,27 @@ def _download(argv: list[str]) -> int:
 
 def _report(argv: list[str]) -> int:
     parser = _Parser(prog="run_benchmark.py report",
-                     description="Rebuild summary tables and plots from saved records.")
+                     description="Rebuild summary tables, paired comparisons and plots from saved "
+                     "records; with several run folders (e.g. a CPU and a GPU run of the same "
+                     "config), merge them into one report.")
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run folders holding records.csv")
     parser.add_argument("--out", type=Path, default=None,
-                        help="where to write a merged report (required with several runs)")
+                        help="where to write the report (default: the run folder; required with "
+                        "several runs)")
     args = parser.parse_args(argv)
     from benchmark.errors import ConfigError
-    from benchmark.report import read_records, write_report
+    from benchmark.report import report_runs
 
     if len(args.run_dirs) > 1 and args.out is None:
         raise ConfigError("several run folders: say where the merged report goes with --out DIR")
     out_dir = args.out or args.run_dirs[0]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    import pandas as pd
-
-    records = pd.concat([read_records(d) for d in args.run_dirs], ignore_index=True)
-    write_report(out_dir, records)
+    if not out_dir.parent.is_dir():
+        raise ConfigError(f"the parent folder of --out {out_dir} does not exist: create it first")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder")
+    summary = report_runs(args.run_dirs, out_dir, log=_log)
     print((out_dir / "summary.md").read_text(encoding="utf-8"))
+    _log(f"wrote {len(summary)} summary rows to {out_dir}")
     return 0
 
 

@@ -48,6 +48,9 @@ class TaskSetConfig:
     seed: int = 0
     # "background" measures on the training alphabets, to make overfitting visible.
     split: str = "evaluation"
+    # Run only methods that train (capabilities.needs_training): a background task set says
+    # nothing about an untrained method but costs as much as an evaluation one.
+    only_trained: bool = False
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:

@@ -1,4 +1,9 @@
-"""Tables and plots of a run, rebuilt from its saved `records.csv` alone."""
+"""Tables and plots of a run, or of several runs merged, rebuilt from their saved files alone.
+
+A report folder gets `summary.csv` (accuracy, intervals, seed spread), `paired.csv` (every
+pair of methods on the same episodes), `summary.md` (both as readable tables, and the runs
+they come from) and `accuracy_vs_n.png`/`.svg` (benchmark/plots.py).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.errors import ConfigError
-from benchmark.stats import summarize
+from benchmark.stats import paired_differences, summarize
 
 RECORD_DTYPES = {"run_id": str, "method": str, "seed": np.int64, "task_set": str, "split": str,
                  "protocol": str, "n_way": np.int64, "k_shot": np.int64, "episode": np.int64,
@@ -56,15 +61,122 @@ def read_records(run_dir: Path, log=None) -> pd.DataFrame:
     return records
 
 
-def write_report(run_dir: Path, records: pd.DataFrame | None = None, resamples: int = 2000,
-                 confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """Write summary.csv, summary.md and accuracy_vs_n.png/.svg into `run_dir`; return the summary."""
+def run_info(run_dir: Path) -> dict | None:
+    """What the report says about a run, from its run.json (None when there is none)."""
+    from benchmark.run_folder import read_manifest
+
     run_dir = Path(run_dir)
+    if not (run_dir / "run.json").exists():
+        return None
+    manifest = read_manifest(run_dir)
+    environment = manifest.get("environment") or {}
+    return {
+        "dir": str(run_dir), "run_id": str(manifest.get("run_id", run_dir.name)),
+        "git_commit": environment.get("git_commit"), "device": environment.get("device"),
+        "gpu": environment.get("gpu"), "platform": environment.get("platform"),
+        "cpu_count": environment.get("cpu_count"),
+        "torch": (environment.get("versions") or {}).get("torch"),
+        "started": manifest.get("started"), "seeds": manifest.get("seeds"),
+        "task_sets": manifest.get("task_sets") or {}, "data": manifest.get("data") or {},
+        "stats": (manifest.get("config") or {}).get("stats") or {},
+        # name in the records -> whether it trains (untrained methods are the reference lines)
+        "methods": {name: bool((entry.get("capabilities") or {}).get("needs_training", True))
+                    for name, entry in (manifest.get("methods") or {}).items()},
+    }
+
+
+def merge_runs(run_dirs: list[Path], log=None) -> tuple[pd.DataFrame, list[dict]]:
+    """The records of several runs as one table, and each run's info.
+
+    Runs are merged only when they hold the same episodes under every task-set name they
+    share (run.json's task-set hashes) on the same data. A method found in several runs
+    is told apart by a run label: `name (cpu)`, `name (cuda)`, or the run id when devices
+    repeat.
+    """
+    paths = [Path(d) for d in run_dirs]
+    if len({path.resolve() for path in paths}) < len(paths):
+        raise ConfigError("the same run folder is given twice: name each run once")
+    frames = [read_records(path, log) for path in paths]
+    infos = [run_info(path) for path in paths]
+    if len(paths) == 1:
+        return frames[0], [info for info in infos if info is not None]
+    for path, info in zip(paths, infos):
+        if info is None:
+            raise ConfigError(f"{path / 'run.json'} not found: without it the episodes of {path} "
+                              f"cannot be checked against the other runs', so it is not merged")
+    _check_same_episodes(infos)
+    labels = _run_labels(infos)
+    runs_of = {}
+    for frame in frames:
+        for method in dict.fromkeys(frame["method"]):
+            runs_of[method] = runs_of.get(method, 0) + 1
+    for frame, info, label in zip(frames, infos, labels):
+        renamed = {m: f"{m} ({label})" for m in dict.fromkeys(frame["method"]) if runs_of[m] > 1}
+        frame["method"] = frame["method"].replace(renamed)
+        info["label"] = label
+        info["methods"] = {renamed.get(name, name): trains for name, trains in info["methods"].items()}
+    return pd.concat(frames, ignore_index=True), infos
+
+
+def _check_same_episodes(infos: list[dict]) -> None:
+    first = infos[0]
+    for other in infos[1:]:
+        for split in ("background_sha256", "evaluation_sha256"):
+            if first["data"].get(split) != other["data"].get(split):
+                raise ConfigError(f"runs {first['dir']} and {other['dir']} used different Omniglot "
+                                  f"data ({split.split('_')[0]} split): they cannot be merged")
+        for key in sorted(set(first["task_sets"]) & set(other["task_sets"])):
+            if first["task_sets"][key] != other["task_sets"][key]:
+                raise ConfigError(f"runs {first['dir']} and {other['dir']} hold different episodes "
+                                  f"for task set {key}: merge only runs of the same task-set config")
+        if not set(first["task_sets"]) & set(other["task_sets"]):
+            raise ConfigError(f"runs {first['dir']} and {other['dir']} share no task set: "
+                              f"there is nothing to compare")
+
+
+def _run_labels(infos: list[dict]) -> list[str]:
+    """The device of each run, or its run id where devices repeat, or its position."""
+    for labels in ([str(i["device"]) for i in infos], [i["run_id"] for i in infos]):
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"run {position + 1}" for position in range(len(infos))]
+
+
+def report_runs(run_dirs: list[Path], out_dir: Path, log=None) -> pd.DataFrame:
+    """Read one or more run folders, merge them, write the report into out_dir."""
+    from benchmark.run_folder import staged_outputs
+
+    records, infos = merge_runs(run_dirs, log)
+    stats = infos[0]["stats"] if infos else {}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with staged_outputs(out_dir) as staging:  # each file appears whole or not at all
+        return write_report(staging, records, resamples=int(stats.get("resamples", 2000)),
+                            confidence=float(stats.get("confidence", 0.95)),
+                            seed=int(stats.get("seed", 0)), runs=infos)
+
+
+def write_report(run_dir: Path, records: pd.DataFrame | None = None, resamples: int = 2000,
+                 confidence: float = 0.95, seed: int = 0, runs: list[dict] | None = None) -> pd.DataFrame:
+    """Write summary.csv, paired.csv, summary.md and accuracy_vs_n.png/.svg; return the summary.
+
+    `runs` (from `run_info`) name the runs in summary.md and say which methods are untrained
+    references; without it, `run_dir`'s own run.json is used when there is one.
+    """
+    from benchmark.plots import plot_accuracy_vs_n
+
+    run_dir = Path(run_dir)
+    runs = [run_info(run_dir)] if runs is None else runs
+    runs = [info for info in runs if info is not None]
     records = read_records(run_dir) if records is None else records
     summary = summarize(records, resamples, confidence, seed)
+    paired = paired_differences(records, resamples, confidence, seed)
     summary.to_csv(run_dir / "summary.csv", index=False, float_format="%.6f")
-    (run_dir / "summary.md").write_text(summary_markdown(summary, confidence), encoding="utf-8")
-    plot_accuracy_vs_n(summary, run_dir / "accuracy_vs_n", confidence)
+    paired.to_csv(run_dir / "paired.csv", index=False, float_format="%.6f")
+    text = summary_markdown(summary, confidence, paired, runs)
+    (run_dir / "summary.md").write_text(text, encoding="utf-8")
+    references = {name for info in runs for name, trains in info["methods"].items() if not trains}
+    plot_accuracy_vs_n(summary, run_dir / "accuracy_vs_n", confidence, references)
     return summary
 
 
@@ -72,66 +184,94 @@ def _cell(row) -> str:
     return f"{100 * row.accuracy:.1f} [{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}]"
 
 
-def summary_markdown(summary: pd.DataFrame, confidence: float = 0.95) -> str:
-    """One table per task set: rows N, columns methods, cells accuracy % [CI]."""
+def _task_tables(frame: pd.DataFrame):
+    """(heading, rows of one task set) in the order of the frame."""
+    for (task_set, split, protocol, k_shot), table in frame.groupby(
+            ["task_set", "split", "protocol", "k_shot"], sort=False):
+        yield f"{task_set} ({protocol}, {split} alphabets, {k_shot}-shot", table
+
+
+def summary_markdown(summary: pd.DataFrame, confidence: float = 0.95,
+                     paired: pd.DataFrame | None = None, runs: list[dict] = ()) -> str:
+    """Accuracy tables (rows N, columns methods), seed spread, paired differences, the runs."""
     level = f"{100 * confidence:g}%"
+    seeded = summary["seeds"] > 1
     lines = ["# Results", "",
              f"Accuracy in % over all queries, with the {level} percentile-bootstrap interval over "
-             f"episodes in brackets. Chance is 100/N %.", ""]
-    for (task_set, split, protocol, k_shot), table in summary.groupby(
-            ["task_set", "split", "protocol", "k_shot"], sort=False):
+             f"episodes in brackets. Chance is 100/N %."
+             + (" A method trained with several seeds shows the mean over seeds; the interval "
+                "is over episodes, the spread across seeds is in its own table below."
+                if seeded.any() else ""), ""]
+    for heading, table in _task_tables(summary):
         methods = list(dict.fromkeys(table["method"]))
         episodes = sorted(set(table["episodes"]))
-        lines += [f"## {task_set} ({protocol}, {split} alphabets, {k_shot}-shot, "
-                  f"{'/'.join(map(str, episodes))} episodes per N)", "",
-                  "| N | chance | " + " | ".join(methods) + " |",
+        names = [f"{m} ({table[table.method == m].seeds.max()} seeds)"
+                 if table[table.method == m].seeds.max() > 1 else m for m in methods]
+        lines += [f"## {heading}, {'/'.join(map(str, episodes))} episodes per N)", "",
+                  "| N | chance | " + " | ".join(names) + " |",
                   "|---:|---:|" + "---:|" * len(methods)]
         for n_way, row_group in table.groupby("n_way", sort=True):
             cells = {row.method: _cell(row) for row in row_group.itertuples()}
             lines.append(f"| {n_way} | {100 / n_way:.1f} | "
                          + " | ".join(cells.get(m, "") for m in methods) + " |")
         lines.append("")
+    if seeded.any():
+        lines += _seed_lines(summary[seeded])
+    if paired is not None and len(paired):
+        lines += _paired_lines(paired, level)
+    if runs:
+        lines += _run_lines(runs)
     return "\n".join(lines)
 
 
-def plot_accuracy_vs_n(summary: pd.DataFrame, stem: Path, confidence: float = 0.95) -> list[Path]:
-    """Accuracy against N: a line per method and task set, CI bands, the chance line 1/N."""
-    import matplotlib
+def _seed_lines(seeded: pd.DataFrame) -> list[str]:
+    lines = ["# Spread across training seeds", "",
+             "Each method trained once per seed and evaluated on the same episodes: the standard "
+             "deviation of the per-seed accuracies, and their minimum and maximum, in %. This is "
+             "the uncertainty of training; the episode interval above is the uncertainty of the "
+             "test episodes.", ""]
+    for heading, table in _task_tables(seeded):
+        methods = list(dict.fromkeys(table["method"]))
+        lines += [f"## {heading})", "", "| N | " + " | ".join(
+            f"{m} ({table[table.method == m].seeds.max()} seeds)" for m in methods) + " |",
+            "|---:|" + "---:|" * len(methods)]
+        for n_way, row_group in table.groupby("n_way", sort=True):
+            cells = {row.method: f"sd {100 * row.seed_std:.1f}, {100 * row.seed_min:.1f}–"
+                                 f"{100 * row.seed_max:.1f}" for row in row_group.itertuples()}
+            lines.append(f"| {n_way} | " + " | ".join(cells.get(m, "") for m in methods) + " |")
+        lines.append("")
+    return lines
 
-    matplotlib.use("Agg")  # no display needed; must come before pyplot
-    import matplotlib.pyplot as plt
 
-    methods = list(dict.fromkeys(summary["method"]))
-    colors = dict(zip(methods, plt.get_cmap("tab10").colors))
-    styles = ["-", "--", ":", "-."]
-    curves = summary[summary.groupby(["task_set", "k_shot"])["n_way"].transform("nunique") > 1]
-    points = summary.drop(curves.index)
-    task_sets = list(dict.fromkeys(curves["task_set"]))
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=150)
-    for (method, task_set, k_shot), curve in curves.groupby(["method", "task_set", "k_shot"], sort=False):
-        curve = curve.sort_values("n_way")
-        style = styles[task_sets.index(task_set) % len(styles)]
-        shot = f", {k_shot}-shot" if curves["k_shot"].nunique() > 1 else ""
-        ax.plot(curve["n_way"], 100 * curve["accuracy"], style, color=colors[method], marker=".",
-                label=f"{method} · {task_set}{shot}")
-        ax.fill_between(curve["n_way"], 100 * curve["ci_low"], 100 * curve["ci_high"],
-                        color=colors[method], alpha=0.15, linewidth=0)
-    for row in points.itertuples():
-        ax.errorbar(row.n_way, 100 * row.accuracy, fmt="D", color=colors[row.method], markersize=5,
-                    yerr=[[100 * (row.accuracy - row.ci_low)], [100 * (row.ci_high - row.accuracy)]],
-                    capsize=3, label=f"{row.method} · {row.task_set}")
-    n_values = np.arange(2, max(summary["n_way"].max(), 2) + 1)
-    ax.plot(n_values, 100 / n_values, color="grey", linewidth=1, label="chance (1/N)")
-    ax.set_xlabel("number of ways N (classes per episode)")
-    ax.set_ylabel(f"accuracy (%), {100 * confidence:g}% CI bands")
-    ax.set_ylim(0, 100)
-    ax.set_xlim(left=0)
-    ax.grid(alpha=0.3)
-    ax.set_title("One-shot accuracy on Omniglot against N")
-    ax.legend(fontsize=7, ncol=2, loc="upper right", framealpha=0.9)
-    fig.tight_layout()
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    for path in paths:
-        fig.savefig(path)
-    plt.close(fig)
-    return paths
+def _paired_lines(paired: pd.DataFrame, level: str) -> list[str]:
+    significant = int(paired["significant"].sum())
+    lines = ["# Paired differences", "",
+             f"Accuracy of A minus accuracy of B, in points, on the same episodes. **Bold**: the "
+             f"{level} paired bootstrap interval excludes 0 ({significant} of {len(paired)} "
+             f"differences). No correction for multiple comparisons: among many differences that "
+             f"are truly 0, about 1 in 20 is bold by chance. `paired.csv` has every interval and "
+             f"an exact McNemar p-value on the first query of each episode.", ""]
+    for heading, table in _task_tables(paired):
+        pairs = list(dict.fromkeys(zip(table["method_a"], table["method_b"])))
+        lines += [f"## {heading})", "", "| N | " + " | ".join(f"{a} − {b}" for a, b in pairs) + " |",
+                  "|---:|" + "---:|" * len(pairs)]
+        for n_way, row_group in table.groupby("n_way", sort=True):
+            cells = {}
+            for row in row_group.itertuples():
+                value = f"{100 * row.difference:+.1f}"
+                cells[(row.method_a, row.method_b)] = f"**{value}**" if row.significant else value
+            lines.append(f"| {n_way} | " + " | ".join(cells.get(pair, "") for pair in pairs) + " |")
+        lines.append("")
+    return lines
+
+
+def _run_lines(runs: list[dict]) -> list[str]:
+    lines = ["# Runs", ""]
+    for info in runs:
+        device = info["device"] if not info.get("gpu") else f"{info['device']} ({info['gpu']})"
+        label = f" — shown as ({info['label']})" if info.get("label") else ""
+        lines.append(f"- `{info['run_id']}`{label}: commit {info['git_commit']}, device {device}, "
+                     f"{info['cpu_count']} CPUs, {info['platform']}, torch {info['torch']}, "
+                     f"seeds {info['seeds']}, started {info['started']}")
+    lines.append("")
+    return lines

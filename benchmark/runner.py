@@ -82,11 +82,12 @@ def _run_locked(config, method_names, methods, data, task_sets, out_dir, options
     manifest = _start_manifest(out_dir, config, method_names, data, task_sets, options, seeds)
     done = {_chunk_id(c) for c in manifest["chunks"]}
     failures = {}
-    for name, seed in ((name, seed) for name in method_names for seed in seeds):
+    for name, seed in ((name, seed) for name in method_names for seed in _seeds_of(methods[name], seeds)):
         label = name if len(seeds) == 1 else f"{name} (seed {seed})"
-        todo = [t for t in task_sets if (name, seed, t.name, t.episodes.n_way, t.episodes.k_shot) not in done]
+        todo = [t for t in task_sets if (name, seed, t.name, t.episodes.n_way, t.episodes.k_shot) not in done
+                and _runs_on(methods[name], config, t)]
         if not todo:
-            options.log(f"{label}: all {len(task_sets)} task sets already done")
+            options.log(f"{label}: all its task sets already done")
             continue
         try:
             method = methods[name] if len(seeds) == 1 else _instantiate(name, config)
@@ -111,6 +112,17 @@ def _run_locked(config, method_names, methods, data, task_sets, out_dir, options
             manifest["failures"][label] = failures[label]
         _write_manifest(out_dir, manifest)
     return RunOutcome(out_dir, failures)
+
+
+def _seeds_of(method, seeds: tuple[int, ...]) -> tuple[int, ...]:
+    """Training seeds matter only to methods that train: the others run once, with the first."""
+    return tuple(seeds) if method.capabilities.needs_training else tuple(seeds[:1])
+
+
+def _runs_on(method, config: RunConfig, task_set: TaskSet) -> bool:
+    """Whether a method runs a task set: `only_trained` task sets skip untrained methods."""
+    settings = config.task_sets.get(task_set.name)
+    return not getattr(settings, "only_trained", False) or method.capabilities.needs_training
 
 
 def _instantiate(name: str, config: RunConfig):

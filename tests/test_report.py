@@ -1,0 +1,179 @@
+"""Reports: training seeds end to end, background task sets, the figure, merging runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark import registry
+from benchmark.api import Capabilities
+from benchmark.cli import main
+from benchmark.config import config_from_dict
+from benchmark.errors import ConfigError
+from benchmark.report import merge_runs, report_runs, write_report
+from benchmark.runner import RunOptions, run_benchmark
+from methods.nearest_neighbor import NearestNeighbor
+from tasks.sets import resolve_task_sets
+from tests.synthetic import synthetic_omniglot
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = synthetic_omniglot()
+
+
+class NoisyNeighbor(NearestNeighbor):
+    """A stand-in for a trained method: 1-NN plus noise drawn from the training seed."""
+
+    capabilities = Capabilities(needs_training=True, uses_gpu=False, deterministic=True)
+
+    def fit(self, background, context):
+        self.seed_ = context.seed
+        return super().fit(background, context)
+
+    def predict(self, batch):
+        scores = super().predict(batch)
+        rng = np.random.default_rng([self.seed_, batch.fingerprint()])
+        return scores + rng.normal(scale=scores.std(), size=scores.shape)
+
+
+if "noisy_neighbor" not in registry.available_names():
+    registry.register_method("noisy_neighbor")(NoisyNeighbor)
+
+
+def make_config(cross_seed=1):
+    return config_from_dict({
+        "name": "tiny",
+        "task_sets": {
+            "cross": {"protocol": "cross", "n_way": [2, 5], "episodes": 30, "seed": cross_seed},
+            "within": {"protocol": "within", "n_way": [2, 3], "episodes": 20, "seed": 2},
+            "cross_background": {"protocol": "cross", "split": "background", "only_trained": True,
+                                 "n_way": [2, 5], "episodes": 20, "seed": 3},
+        },
+        "methods": {"random": {}, "nearest_neighbor": {}, "noisy_neighbor": {}},
+    })
+
+
+def run(out_dir, methods=("random", "nearest_neighbor"), seeds=None, cross_seed=1):
+    config = make_config(cross_seed)
+    options = RunOptions(progress=False, checkpoint_dir=out_dir.parent / "checkpoints",
+                         seeds=seeds, log=lambda message: None)
+    outcome = run_benchmark(config, list(methods), DATA, resolve_task_sets(config, DATA), out_dir, options)
+    assert outcome.exit_code == 0, outcome.failures
+    return out_dir
+
+
+def test_seeds_repeat_trained_methods_only_and_the_report_shows_their_spread(tmp_path):
+    out = run(tmp_path / "run", ("random", "nearest_neighbor", "noisy_neighbor"), seeds=(0, 1, 2))
+    records = pd.read_csv(out / "records.csv")
+    seeds = records.groupby("method")["seed"].unique().map(sorted).to_dict()
+    assert seeds == {"random": [0], "nearest_neighbor": [0], "noisy_neighbor": [0, 1, 2]}
+    # Every seed of the trained method saw the same episodes.
+    noisy = records[records.method == "noisy_neighbor"]
+    per_seed = noisy.groupby("seed")["label"].apply(list)
+    assert per_seed[0] == per_seed[1] == per_seed[2]
+    assert noisy.groupby("seed")["correct"].mean().nunique() > 1  # the seed changes the results
+    # The background task set ran for the trained method only.
+    assert set(records[records.task_set == "cross_background"].method) == {"noisy_neighbor"}
+
+    summary = write_report(out)
+    row = summary[(summary.method == "noisy_neighbor") & (summary.task_set == "cross") & (summary.n_way == 5)].iloc[0]
+    per_seed_accuracy = noisy[(noisy.task_set == "cross") & (noisy.n_way == 5)].groupby("seed")["correct"].mean()
+    assert row.seeds == 3 and row.episodes == 30 and row.queries == 30 * 5
+    assert row.accuracy == pytest.approx(per_seed_accuracy.mean())
+    assert row.seed_std == pytest.approx(per_seed_accuracy.std(ddof=1))
+    assert (row.seed_min, row.seed_max) == (per_seed_accuracy.min(), per_seed_accuracy.max())
+    assert (summary[summary.method != "noisy_neighbor"].seeds == 1).all()
+
+    paired = pd.read_csv(out / "paired.csv")
+    assert len(paired[paired.task_set == "cross"]) == 2 * 3  # 3 pairs of methods per N
+    assert (paired.task_set != "cross_background").all()  # one method there: nothing to pair
+    text = (out / "summary.md").read_text()
+    for fragment in ("noisy_neighbor (3 seeds)", "# Spread across training seeds", "# Paired differences",
+                     "noisy_neighbor − nearest_neighbor", "cross_background (cross, background alphabets",
+                     "# Runs", "seeds [0, 1, 2]"):
+        assert fragment in text, fragment
+    svg = (out / "accuracy_vs_n.svg").read_text()
+    for label in ("background alphabets", "evaluation alphabets", "noisy_neighbor", "range over seeds",
+                  "across alphabets (cross)", "within one alphabet (within)"):
+        assert label in svg, label
+    assert (out / "accuracy_vs_n.png").stat().st_size > 10_000
+
+
+def test_the_report_is_the_same_every_time(tmp_path):
+    out = run(tmp_path / "run")
+    write_report(out)
+    first = {name: (out / name).read_bytes() for name in ("summary.csv", "paired.csv", "summary.md",
+                                                         "accuracy_vs_n.svg")}
+    write_report(out)
+    assert first == {name: (out / name).read_bytes() for name in first}
+
+
+def test_runs_merge_with_device_labels_for_methods_found_in_both(tmp_path):
+    cpu = run(tmp_path / "cpu")
+    gpu = run(tmp_path / "gpu", ("nearest_neighbor", "noisy_neighbor"))
+    manifest = json.loads((gpu / "run.json").read_text())
+    manifest["environment"].update(device="cuda", gpu="Some GPU")  # as a GPU machine writes it
+    (gpu / "run.json").write_text(json.dumps(manifest))
+
+    records, infos = merge_runs([cpu, gpu])
+    assert set(records.method) == {"random", "nearest_neighbor (cpu)", "nearest_neighbor (cuda)",
+                                   "noisy_neighbor"}
+    assert [info["label"] for info in infos] == ["cpu", "cuda"]
+    summary = report_runs([cpu, gpu], tmp_path / "merged")
+    nn = summary[summary.method.str.startswith("nearest_neighbor")].pivot_table(
+        index=["task_set", "n_way"], columns="method", values="accuracy")
+    assert (nn["nearest_neighbor (cpu)"] == nn["nearest_neighbor (cuda)"]).all()  # deterministic
+    paired = pd.read_csv(tmp_path / "merged" / "paired.csv")
+    same = paired[(paired.method_a == "nearest_neighbor (cuda)") & (paired.method_b == "nearest_neighbor (cpu)")]
+    assert len(same) == 4 and (same.difference == 0).all() and not same.significant.any()
+    text = (tmp_path / "merged" / "summary.md").read_text()
+    assert "device cuda (Some GPU)" in text and "shown as (cpu)" in text
+
+
+def test_runs_of_the_same_device_are_told_apart_by_run_id(tmp_path):
+    records, _ = merge_runs([run(tmp_path / "first"), run(tmp_path / "second", ("nearest_neighbor",))])
+    assert set(records.method) == {"random", "nearest_neighbor (first)", "nearest_neighbor (second)"}
+
+
+def test_runs_with_other_episodes_or_without_run_json_are_not_merged(tmp_path):
+    base = run(tmp_path / "base")
+    other = run(tmp_path / "other", cross_seed=9)
+    with pytest.raises(ConfigError, match="different episodes for task set cross/2way/1shot"):
+        merge_runs([base, other])
+    with pytest.raises(ConfigError, match="given twice"):
+        merge_runs([base, tmp_path / "base" / ".." / "base"])
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "records.csv").write_bytes((base / "records.csv").read_bytes())
+    with pytest.raises(ConfigError, match="run.json not found"):
+        merge_runs([base, bare], log=lambda message: None)
+
+
+def test_report_command_merges_runs_and_refuses_bad_ones_in_one_line(tmp_path):
+    first, second = run(tmp_path / "first"), run(tmp_path / "second", ("nearest_neighbor",))
+    other = run(tmp_path / "other", cross_seed=9)
+    command = [sys.executable, str(ROOT / "run_benchmark.py"), "report"]
+    merged = subprocess.run([*command, str(first), str(second), "--out", str(tmp_path / "merged")],
+                            capture_output=True, text=True, timeout=120)
+    assert merged.returncode == 0, merged.stderr
+    assert "nearest_neighbor (second)" in merged.stdout
+    for name in ("summary.csv", "paired.csv", "summary.md", "accuracy_vs_n.png", "accuracy_vs_n.svg"):
+        assert (tmp_path / "merged" / name).stat().st_size > 0, name
+    for args, fragment in [([str(first), str(other), "--out", str(tmp_path / "m2")], "different episodes"),
+                           ([str(first), str(second)], "--out DIR")]:
+        refused = subprocess.run([*command, *args], capture_output=True, text=True, timeout=120)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1 and fragment in lines[0], refused.stderr
+        assert lines[0].startswith("error: ")
+
+
+@pytest.mark.parametrize("seeds,fragment", [("0,x", "--seeds '0,x' is malformed"),
+                                            (",", "--seeds is empty"),
+                                            ("-1", "--seeds must be between 0")])
+def test_bad_seeds_get_one_line(tmp_path, capsys, seeds, fragment):
+    code = main(["--seeds", seeds, "--methods", "random", "--out", str(tmp_path / "r"), "--quiet"])
+    assert code == 2
+    assert fragment in capsys.readouterr().err
