@@ -172,7 +172,9 @@ def write_report(run_dir: Path, records: pd.DataFrame | None = None, resamples: 
     summary = summarize(records, resamples, confidence, seed)
     paired = paired_differences(records, resamples, confidence, seed)
     summary.to_csv(run_dir / "summary.csv", index=False, float_format="%.6f")
-    paired.to_csv(run_dir / "paired.csv", index=False, float_format="%.6f")
+    # p-values go down to 1e-300: four significant digits, not six decimals that round them to 0.
+    paired.assign(mcnemar_p=paired["mcnemar_p"].map("{:.4g}".format)).to_csv(
+        run_dir / "paired.csv", index=False, float_format="%.6f")
     text = summary_markdown(summary, confidence, paired, runs)
     (run_dir / "summary.md").write_text(text, encoding="utf-8")
     references = {name for info in runs for name, trains in info["methods"].items() if not trains}

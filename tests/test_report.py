@@ -16,6 +16,7 @@ from benchmark.config import config_from_dict
 from benchmark.errors import ConfigError
 from benchmark.report import merge_runs, report_runs, write_report
 from benchmark.runner import RunOptions, run_benchmark
+from benchmark.stats import mcnemar_exact
 from methods.nearest_neighbor import NearestNeighbor
 from tasks.sets import resolve_task_sets
 from tests.synthetic import synthetic_omniglot
@@ -90,6 +91,11 @@ def test_seeds_repeat_trained_methods_only_and_the_report_shows_their_spread(tmp
     paired = pd.read_csv(out / "paired.csv")
     assert len(paired[paired.task_set == "cross"]) == 2 * 3  # 3 pairs of methods per N
     assert (paired.task_set != "cross_background").all()  # one method there: nothing to pair
+    clear = paired[(paired.method_a == "nearest_neighbor") & (paired.method_b == "random")]
+    assert clear.significant.all() and (clear.mcnemar_a_only > clear.mcnemar_b_only).all()
+    expected = [mcnemar_exact(a, b) for a, b in zip(clear.mcnemar_a_only, clear.mcnemar_b_only)]
+    assert min(expected) < 1e-6  # tiny p-values survive the CSV
+    assert clear.mcnemar_p.tolist() == pytest.approx(expected, rel=1e-3)
     text = (out / "summary.md").read_text()
     for fragment in ("noisy_neighbor (3 seeds)", "# Spread across training seeds", "# Paired differences",
                      "noisy_neighbor − nearest_neighbor", "cross_background (cross, background alphabets",
