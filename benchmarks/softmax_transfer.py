@@ -1,0 +1,147 @@
+"""Train `softmax_transfer` once, time it, and time and score its per-episode fine-tuning.
+
+    python benchmarks/softmax_transfer.py                        # default config, 2 threads
+    python benchmarks/softmax_transfer.py --time-steps 50        # seconds per training step only
+    python benchmarks/softmax_transfer.py --checkpoints results/checkpoints \\
+        --set methods.softmax_transfer.adapt=head+last           # reuse trained weights, other tuning
+
+Reports the wall-clock and CPU time of training and per step, and the load average before
+and after (the CPU may be shared with other work: read times together with the load). Then,
+for each N of --ways on the default config's `cross` and `within` episodes (the same episodes
+`run_benchmark.py` scores; 1000 each) and on the official runs: accuracy, the time to embed
+the images, and the time to fine-tune every episode of the set at once with the embeddings
+already cached. Prints one JSON object at the end (also written to --json). Run by hand,
+not by pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmark.api import EpisodeBatch, FitContext  # noqa: E402
+from benchmark.checkpoints import CheckpointStore  # noqa: E402
+from benchmark.config import check_hyperparameters, load_config  # noqa: E402
+from benchmark.data import load_omniglot, official_runs_zip  # noqa: E402
+from benchmark.registry import get_method  # noqa: E402
+from tasks import episodes as episode_sets  # noqa: E402
+from tasks.official import official_episode_set  # noqa: E402
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def timed(function):
+    """(result, wall seconds, CPU seconds of this process) of function()."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function()
+    return result, round(time.perf_counter() - wall, 3), round(time.process_time() - cpu, 3)
+
+
+def time_steps(cls, params: dict, background, device: str, steps: int, seed: int) -> dict:
+    """Seconds per training step: a fit of 2 + `steps` steps minus a fit of 2 steps.
+
+    Without validation, so this is the cost of the steps alone; the difference cancels
+    the fixed costs (resizing the images, building the model, warming up).
+    """
+    quiet = FitContext(device=device, seed=seed, progress=False, checkpoints=None, log=lambda message: None)
+    short = dict(params, steps=2, validation_alphabets=0)
+    _, wall_short, cpu_short = timed(lambda: cls(**short).fit(background, quiet))
+    _, wall_long, cpu_long = timed(lambda: cls(**dict(short, steps=steps + 2)).fit(background, quiet))
+    return {"steps_timed": steps, "wall_per_step": round((wall_long - wall_short) / steps, 4),
+            "cpu_per_step": round((cpu_long - cpu_short) / steps, 4), "fixed_wall": wall_short}
+
+
+def score_sets(method, evaluation, sets: dict) -> dict:
+    """Accuracy, embedding time and fine-tuning time (embeddings cached) of each episode set."""
+    results = {}
+    for name, episodes in sets.items():
+        batch = EpisodeBatch(evaluation.flat_images, episodes.support, episodes.query, evaluation.sha256)
+        method._embedding_cache = None
+        _, embed_wall, _ = timed(lambda: method._features_for(batch))
+        scores, wall, cpu = timed(lambda: method.predict(batch))
+        correct = float(np.mean(scores.argmax(-1) == episodes.query_label))
+        results[name] = {"accuracy": round(correct * 100, 2), "episodes": batch.n_episodes,
+                         "embed_seconds": embed_wall,
+                         "finetune_seconds": wall, "finetune_cpu_seconds": cpu}
+        print(name, results[name], file=sys.stderr, flush=True)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/default.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--data-dir", default=os.environ.get("OMNIGLOT_DIR"))
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads (the target machine has 2 cores)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--ways", default="20,60",
+                        help="comma-separated N of the cross and within sets (within: N <= 40)")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
+    parser.add_argument("--time-steps", type=int, default=0, help="only time this many training steps")
+    parser.add_argument("--checkpoints", default=None, help="a checkpoint folder to reuse (default: train)")
+    parser.add_argument("--json", default=None, help="also write the result here")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = load_config(args.config, args.overrides)
+    cls = get_method("softmax_transfer")
+    params = check_hyperparameters("softmax_transfer", cls, config.methods.get("softmax_transfer", {}))
+    method = cls(**params)
+    seed = config.seed if args.seed is None else args.seed
+    data = load_omniglot(args.data_dir, download=False, progress=False)
+    result = {"params": method.get_params(), "threads": args.threads, "device": args.device,
+              "seed": seed, "load_before": load_average()}
+    if args.time_steps:
+        result.update(time_steps(cls, method.get_params(), data.background, args.device, args.time_steps,
+                                 seed))
+        result["load_after"] = load_average()
+        return report(result, args.json)
+
+    store = CheckpointStore(args.checkpoints) if args.checkpoints else None
+    context = FitContext(device=args.device, seed=seed, progress=not args.quiet, checkpoints=store,
+                         log=lambda message: print(message, file=sys.stderr))
+    torch.manual_seed(seed)  # as the runner does
+    _, fit_wall, fit_cpu = timed(lambda: method.fit(data.background, context))
+    info = method.training_info_
+    result.update(fit_seconds=fit_wall, fit_cpu_seconds=fit_cpu, training=info, load_after_fit=load_average())
+    if "from_checkpoint" not in info:
+        result.update(wall_per_step=round(fit_wall / info["steps"], 4),
+                      cpu_per_step=round(fit_cpu / info["steps"], 4))
+
+    evaluation = data.evaluation
+    sets = {}
+    for n_way in (int(n) for n in args.ways.split(",")):
+        for name in ("cross", "within"):
+            task = config.task_sets[name]
+            if episode_sets.max_n_way(evaluation.alphabet, task.protocol) >= n_way:
+                sets[f"{name}_{n_way}way"] = episode_sets.generate(
+                    evaluation.alphabet, evaluation.sha256, task.protocol, n_way, 1, task.n_query,
+                    task.episodes, task.seed)
+    sets["official"] = official_episode_set(official_runs_zip(data.root, download=False), evaluation)
+    result["sets"] = score_sets(method, evaluation, sets)
+    result["load_after"] = load_average()
+    return report(result, args.json)
+
+
+def report(result: dict, json_path: str | None) -> int:
+    text = json.dumps(result)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
