@@ -48,6 +48,8 @@ class SoftmaxTransfer(EmbeddingMethod):
     # Fine-tuning holds a few copies of each chunk; 32 MiB chunks keep whole 1000-episode
     # sets in one program when only the head is tuned.
     score_chunk_bytes: ClassVar[int] = 32 * 2**20
+    # Conv activations of 512 images at 28x28 take about 200 MB; 2048 (the default) took 2 GB.
+    embed_batch_size: ClassVar[int] = 512
 
     def __init__(self, image_size: int = 28, channels: int = 64, steps: int = 2000, batch_size: int = 128,
                  learning_rate: float = 0.003, weight_decay: float = 0.0, label_smoothing: float = 0.1,
@@ -89,8 +91,8 @@ class SoftmaxTransfer(EmbeddingMethod):
                              version=TRAINING_VERSION)
         info = load_or_train(self, context, trunk, key,
                              lambda: self._train(trunk, classifier, train, validation, context, device))
-        trunk.eval()
-        self.trunk_ = trunk
+        # channels_last makes the CPU's pooling and convolutions of embedding about 1.7x faster.
+        self.trunk_ = trunk.eval().to(memory_format=torch.channels_last)
         self.device_ = device
         self.training_info_ = info
         self.last_block_ = self._last_block() if self.adapt == "head+last" else None
@@ -152,6 +154,7 @@ class SoftmaxTransfer(EmbeddingMethod):
         trunk.eval()
         with torch.no_grad():
             pixels = resize_images(images, self.image_size, self.device_)
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
             blocks = trunk.blocks if self.adapt == "head" else trunk.blocks[:-1]
             return blocks(pixels).flatten(1)
 
