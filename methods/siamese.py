@@ -34,8 +34,8 @@ TRAINING_VERSION = 1  # bump when a change to the training code changes the weig
 # configs/koch2015.yaml (Adam at the probe's 1e-4, the Keras tutorial's per-layer L2, Koch's
 # distortions).
 PRESETS = {
-    "compact": {"image_size": 28, "steps": 2000, "batch_images": 64, "learning_rate": 1e-3,
-                "warmup_steps": 0, "l2_conv": 0.0, "l2_dense": 0.0, "augment_probability": 0.0,
+    "compact": {"image_size": 28, "steps": 4500, "batch_images": 64, "learning_rate": 6e-2,
+                "warmup_steps": 100, "l2_conv": 0.0, "l2_dense": 0.0, "augment_probability": 0.0,
                 "validate_every": 500, "compile": False},
     "koch": {"image_size": 105, "steps": 20000, "batch_images": 128, "learning_rate": 1e-4,
              "warmup_steps": 200, "l2_conv": 2e-4, "l2_dense": 1e-3, "augment_probability": 0.5,
