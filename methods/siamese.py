@@ -50,7 +50,7 @@ class Siamese(EmbeddingMethod):
     capabilities = Capabilities(needs_training=True, uses_gpu=True, deterministic=True)
     # Small settings for the contract checks (benchmark/checks.py): seconds, not minutes.
     CHECK_PARAMS: ClassVar[dict] = {"architecture": "compact", "image_size": 32, "channels": 16,
-                                    "steps": 20, "batch_images": 16, "learning_rate": 1e-2,
+                                    "steps": 20, "batch_images": 16, "learning_rate": 1e-2, "warmup_steps": 0,
                                     "validation_alphabets": 0}
 
     def __init__(self, architecture: str = "auto", image_size: int | None = None, channels: int = 64,

@@ -24,7 +24,8 @@ from tests.synthetic import synthetic_omniglot
 
 DATA = synthetic_omniglot()
 TINY = dict(architecture="compact", image_size=32, channels=16, steps=20, batch_images=16,
-            learning_rate=1e-2, validate_every=10, validation_alphabets=1, validation_episodes=20)
+            learning_rate=1e-2, warmup_steps=0, validate_every=10, validation_alphabets=1,
+            validation_episodes=20)
 
 
 @pytest.fixture(autouse=True)
