@@ -1,17 +1,21 @@
 """Train `softmax_transfer` once, time it, and time and score its per-episode fine-tuning.
 
     python benchmarks/softmax_transfer.py                        # default config, 2 threads
-    python benchmarks/softmax_transfer.py --time-steps 50        # seconds per training step only
+    python benchmarks/softmax_transfer.py --time-steps 60        # seconds per training step only
     python benchmarks/softmax_transfer.py --checkpoints results/checkpoints \\
         --set methods.softmax_transfer.adapt=head+last           # reuse trained weights, other tuning
+    python benchmarks/softmax_transfer.py --checkpoints results/checkpoints --split validation \\
+        --sweep '[{"finetune_steps": 0}, {"finetune_learning_rate": 0.1}]'   # tune without the test set
 
 Reports the wall-clock and CPU time of training and per step, and the load average before
 and after (the CPU may be shared with other work: read times together with the load). Then,
 for each N of --ways on the default config's `cross` and `within` episodes (the same episodes
 `run_benchmark.py` scores; 1000 each) and on the official runs: accuracy, the time to embed
 the images, and the time to fine-tune every episode of the set at once with the embeddings
-already cached. Prints one JSON object at the end (also written to --json). Run by hand,
-not by pytest.
+already cached. `--split validation` scores episodes of the background alphabets the method
+holds out instead (tuning on them leaves the evaluation alphabets untouched); `--sweep` also
+scores each listed variant of the fine-tuning settings on the same trained weights. Prints
+one JSON object at the end (also written to --json). Run by hand, not by pytest.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +38,8 @@ from benchmark.checkpoints import CheckpointStore  # noqa: E402
 from benchmark.config import check_hyperparameters, load_config  # noqa: E402
 from benchmark.data import load_omniglot, official_runs_zip  # noqa: E402
 from benchmark.registry import get_method  # noqa: E402
+from benchmark.training import split_background  # noqa: E402
+from methods.softmax_transfer import TRAINING_PARAMS  # noqa: E402
 from tasks import episodes as episode_sets  # noqa: E402
 from tasks.official import official_episode_set  # noqa: E402
 
@@ -62,11 +69,11 @@ def time_steps(cls, params: dict, background, device: str, steps: int, seed: int
             "cpu_per_step": round((cpu_long - cpu_short) / steps, 4), "fixed_wall": wall_short}
 
 
-def score_sets(method, evaluation, sets: dict) -> dict:
+def score_sets(method, split, sets: dict) -> dict:
     """Accuracy, embedding time and fine-tuning time (embeddings cached) of each episode set."""
     results = {}
     for name, episodes in sets.items():
-        batch = EpisodeBatch(evaluation.flat_images, episodes.support, episodes.query, evaluation.sha256)
+        batch = EpisodeBatch(split.flat_images, episodes.support, episodes.query, split.sha256)
         method._embedding_cache = None
         _, embed_wall, _ = timed(lambda: method._features_for(batch))
         scores, wall, cpu = timed(lambda: method.predict(batch))
@@ -76,6 +83,21 @@ def score_sets(method, evaluation, sets: dict) -> dict:
                          "finetune_seconds": wall, "finetune_cpu_seconds": cpu}
         print(name, results[name], file=sys.stderr, flush=True)
     return results
+
+
+def episode_sets_of(config, split, ways: list[int], official) -> dict:
+    """The config's cross and within episodes at each N the split allows (and the official runs)."""
+    sets = {}
+    for n_way in ways:
+        for name in ("cross", "within"):
+            task = config.task_sets[name]
+            if episode_sets.max_n_way(split.alphabet, task.protocol) >= n_way:
+                sets[f"{name}_{n_way}way"] = episode_sets.generate(
+                    split.alphabet, split.sha256, task.protocol, n_way, 1, task.n_query, task.episodes,
+                    task.seed)
+    if official is not None:
+        sets["official"] = official
+    return sets
 
 
 def main() -> int:
@@ -91,6 +113,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
     parser.add_argument("--time-steps", type=int, default=0, help="only time this many training steps")
     parser.add_argument("--checkpoints", default=None, help="a checkpoint folder to reuse (default: train)")
+    parser.add_argument("--split", choices=["evaluation", "validation"], default="evaluation",
+                        help="score evaluation episodes, or episodes of the held-out background alphabets")
+    parser.add_argument("--sweep", default="[]", help="JSON list of fine-tuning settings to score as well")
     parser.add_argument("--json", default=None, help="also write the result here")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
@@ -109,7 +134,12 @@ def main() -> int:
         result["load_after"] = load_average()
         return report(result, args.json)
 
-    store = CheckpointStore(args.checkpoints) if args.checkpoints else None
+    variants = json.loads(args.sweep)
+    training = sorted(key for variant in variants for key in variant if key in TRAINING_PARAMS)
+    if training:
+        parser.error(f"--sweep changes training settings {training}: use --set to train another trunk")
+    # The sweep's fits load the trunk the first fit trained, from this folder.
+    store = CheckpointStore(args.checkpoints or tempfile.mkdtemp(prefix="softmax_transfer-"))
     context = FitContext(device=args.device, seed=seed, progress=not args.quiet, checkpoints=store,
                          log=lambda message: print(message, file=sys.stderr))
     torch.manual_seed(seed)  # as the runner does
@@ -120,17 +150,21 @@ def main() -> int:
         result.update(wall_per_step=round(fit_wall / info["steps"], 4),
                       cpu_per_step=round(fit_cpu / info["steps"], 4))
 
-    evaluation = data.evaluation
-    sets = {}
-    for n_way in (int(n) for n in args.ways.split(",")):
-        for name in ("cross", "within"):
-            task = config.task_sets[name]
-            if episode_sets.max_n_way(evaluation.alphabet, task.protocol) >= n_way:
-                sets[f"{name}_{n_way}way"] = episode_sets.generate(
-                    evaluation.alphabet, evaluation.sha256, task.protocol, n_way, 1, task.n_query,
-                    task.episodes, task.seed)
-    sets["official"] = official_episode_set(official_runs_zip(data.root, download=False), evaluation)
-    result["sets"] = score_sets(method, evaluation, sets)
+    ways = [int(n) for n in args.ways.split(",")]
+    if args.split == "validation":
+        split = split_background(data.background, method.validation_alphabets)[1]
+        sets = episode_sets_of(config, split, ways, None)
+    else:
+        split = data.evaluation
+        sets = episode_sets_of(config, split, ways,
+                               official_episode_set(official_runs_zip(data.root, download=False), split))
+    result["split"] = split.name
+    result["sets"] = score_sets(method, split, sets)
+    result["sweep"] = []
+    for variant in variants:
+        print("variant", variant, file=sys.stderr, flush=True)
+        tuned = cls(**{**method.get_params(), **variant}).fit(data.background, context)
+        result["sweep"].append({"settings": variant, "sets": score_sets(tuned, split, sets)})
     result["load_after"] = load_average()
     return report(result, args.json)
 
