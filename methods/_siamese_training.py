@@ -166,8 +166,7 @@ class Trainer:
         images, targets = sample_batch(self.data, settings, self.generator)
         if settings.augment_probability > 0:
             images = random_affine(images, self.generator, probability=settings.augment_probability)
-        if self.cuda:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)  # as the network's weights
         with torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else nullcontext():
             features = self.embed(images)
             loss = pair_loss(self.net, features.float(), targets, settings.pairing)

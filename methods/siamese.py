@@ -26,6 +26,7 @@ from methods import _siamese_training as training
 from methods._siamese_nets import ARCHITECTURES, SiameseNet
 
 AGGREGATIONS = ("mean", "max", "mean_logit")
+CPU_EMBED_CHUNK = 64  # images per forward pass when embedding on a CPU
 SCORE_CHUNK_BYTES = 64 * 2**20  # bound on the |q - s| tensor of one scoring step
 TRAINING_VERSION = 1  # bump when a change to the training code changes the weights it makes
 
@@ -34,9 +35,9 @@ TRAINING_VERSION = 1  # bump when a change to the training code changes the weig
 # configs/koch2015.yaml (Adam at the probe's 1e-4, the Keras tutorial's per-layer L2, Koch's
 # distortions).
 PRESETS = {
-    "compact": {"image_size": 28, "steps": 4500, "batch_images": 64, "learning_rate": 6e-2,
+    "compact": {"image_size": 28, "steps": 6000, "batch_images": 64, "learning_rate": 6e-2,
                 "warmup_steps": 100, "l2_conv": 0.0, "l2_dense": 0.0, "augment_probability": 0.0,
-                "validate_every": 500, "compile": False},
+                "validate_every": 1000, "compile": False},
     "koch": {"image_size": 105, "steps": 20000, "batch_images": 128, "learning_rate": 1e-4,
              "warmup_steps": 200, "l2_conv": 2e-4, "l2_dense": 1e-3, "augment_probability": 0.5,
              "validate_every": 1000, "compile": True},
@@ -162,9 +163,8 @@ class Siamese(EmbeddingMethod):
                 raise ConfigError(f"methods.siamese: {error}") from None
         if self.koch_init and self.architecture_ == "koch":
             net.embedding.koch_initialise(torch.Generator().manual_seed(context.seed))
-        self.network_ = net.to(device)
-        if device.type == "cuda":
-            self.network_ = self.network_.to(memory_format=torch.channels_last)
+        # channels_last on a CPU too: a third faster for the compact net (max-pooling mostly).
+        self.network_ = net.to(device).to(memory_format=torch.channels_last)
 
     def train_network(self, background, context: FitContext, observe=None) -> dict:
         """Train `network_` in place on the background split; return facts about the training.
@@ -196,13 +196,14 @@ class Siamese(EmbeddingMethod):
         net = self.network_
         device = next(net.parameters()).device
         net.eval()
-        x = resize_images(images, self.input_size_, device)
+        x = resize_images(images, self.input_size_, device).contiguous(memory_format=torch.channels_last)
         if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
                 return net(x).float()
+        # Small chunks keep a CPU's activations in cache: 2.3x faster than 2048 images at once
+        # for the compact net (benchmarks/siamese_cpu.py notes).
         with torch.no_grad():
-            return net(x)
+            return torch.cat([net(part) for part in x.split(CPU_EMBED_CHUNK)]) if len(x) else net(x)
 
     def score(self, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
         """query (e, Q, d), support (e, N, k, d) -> (e, Q, N): aggregated pair scores.
