@@ -85,9 +85,9 @@ class PrototypicalNetwork(EmbeddingMethod):
     CHECK_PARAMS = {"steps": 10, "train_ways": 5, "train_queries": 2, "channels": 8,
                     "validate_every": 5, "validation_episodes": 20}
 
-    def __init__(self, steps: int = 2000, train_ways: int = 60, train_shots: int = 1,
+    def __init__(self, steps: int = 1800, train_ways: int = 60, train_shots: int = 1,
                  train_queries: int = 5, image_size: int = 28, channels: int = 64,
-                 learning_rate: float = 1e-3, lr_schedule: str = "cosine", rotations: bool = True,
+                 learning_rate: float = 3e-3, lr_schedule: str = "cosine", rotations: bool = True,
                  affine_probability: float = 0.0, precision: str = "auto", validation_alphabets: int = 3,
                  validate_every: int = 250, validation_episodes: int = 200, patience: int = 0):
         self.steps = steps
