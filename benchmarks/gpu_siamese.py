@@ -102,7 +102,8 @@ def throughput(background, device, base: dict, variants, seconds: float, warmup:
                  all_pairs_per_s=round(images_per_second * (batch - 1) / 2) if pairing == "all" else None,
                  tflop_per_s=round(flops / 1e12, 1), fraction_of_bf16_peak=round(flops / H200_BF16_PEAK, 3),
                  warmup_seconds=round(warm_seconds, 1), steps=steps,
-                 peak_memory_gb=round(torch.cuda.max_memory_allocated() / 2**30, 1) if device.type == "cuda" else None)
+                 peak_memory_gb=(round(torch.cuda.max_memory_allocated() / 2**30, 1)
+                                 if device.type == "cuda" else None))
         except Exception as error:  # keep going: a failed variant is a result too
             emit(stage="throughput", pairing=pairing, batch_images=batch, compiled=compiled,
                  failed=f"{type(error).__name__}: {str(error)[:300]}")
@@ -139,7 +140,8 @@ def timed_training(data, params: dict, device, seed: int, final_episodes: int, c
     method.training_info_ = info
     method._embedding_cache = None
     history = info.pop("history")
-    emit(stage="trained", **info, images_per_s=round(info["steps"] * method.params_["batch_images"] / max(info["train_seconds"], 1e-9)),
+    images = info["steps"] * method.params_["batch_images"]
+    emit(stage="trained", **info, images_per_s=round(images / max(info["train_seconds"], 1e-9)),
          last_validations=history[-3:])
     results = {"official": accuracy(method, evaluation, official)}
     for name in ("cross", "within"):
@@ -211,7 +213,8 @@ def main() -> int:
                        0.5 if args.smoke else args.throughput_seconds, 1 if args.smoke else 5)
         if "train" in stages:
             try:
-                timed_training(data, params, device, config.seed, 5 if args.smoke else args.final_episodes, config)
+                final_episodes = 5 if args.smoke else args.final_episodes
+                timed_training(data, params, device, config.seed, final_episodes, config)
             except Exception as error:
                 emit(stage="final", failed=f"{type(error).__name__}: {str(error)[:500]}")
         if "probe" in stages:

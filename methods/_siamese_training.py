@@ -205,7 +205,8 @@ def train(net, data: torch.Tensor, settings: TrainSettings, generator: torch.Gen
             accuracy = validate(step)
             net.train()
             validating += time.perf_counter() - validation_started
-            history.append({"step": step, "loss": round(mean_loss, 4), "validation_accuracy": round(accuracy, 4),
+            history.append({"step": step, "loss": round(mean_loss, 4),
+                            "validation_accuracy": round(accuracy, 4),
                             "train_seconds": round(time.perf_counter() - started - validating, 1)})
             bar.set_postfix(loss=f"{mean_loss:.3f}", val=f"{accuracy:.3f}",
                             best=f"{max(keeper.best_accuracy, accuracy):.3f}")

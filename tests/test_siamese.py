@@ -250,3 +250,33 @@ def test_unset_hyperparameters_take_the_architectures_preset():
     chosen = Siamese(learning_rate=0.5, steps=7).resolved_params("cuda")
     assert chosen["learning_rate"] == 0.5 and chosen["steps"] == 7 and chosen["image_size"] == 105
     assert Siamese().get_params()["learning_rate"] is None  # resolving never changes the hyperparameters
+
+
+def test_optimizer_groups_carry_per_layer_rates_and_l2():
+    net = SiameseNet("koch", 105)
+    settings = settings_for(architecture="koch", recipe="sgd", learning_rate=0.1, l2_conv=1e-4, l2_dense=1e-3,
+                            layer_learning_rates=(1, 2, 3, 4, 5, 6))
+    optimizer = training.make_optimizer(net, settings)
+    assert isinstance(optimizer, torch.optim.SGD)
+    weights = [g for g in optimizer.param_groups if g["weight_decay"] > 0]
+    assert [g["lr"] for g in weights] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    assert [g["weight_decay"] for g in weights] == pytest.approx([2e-4] * 4 + [2e-3] * 2)  # 2 x l2: its gradient
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == KOCH_PARAMETERS
+    with pytest.raises(ValueError, match="layer_learning_rates"):
+        training.make_optimizer(net, settings_for(architecture="koch", layer_learning_rates=(1, 2)))
+
+
+def test_schedules_warm_up_decay_and_ramp_momentum():
+    cosine = settings_for(steps=100, warmup_steps=10, lr_schedule="cosine")
+    assert training.learning_rate_factor(0, cosine, 10) == pytest.approx(0.1)
+    assert training.learning_rate_factor(50, cosine, 10) == pytest.approx(0.5)
+    assert training.learning_rate_factor(100, cosine, 10) == pytest.approx(0.0)
+    koch = settings_for(steps=1000, warmup_steps=0, lr_schedule="exponential", recipe="sgd", momentum=0.9)
+    assert training.learning_rate_factor(20, koch, 10) == pytest.approx(0.99 ** 2)  # 1% less an epoch
+    net = SiameseNet("compact", 28, channels=4)
+    optimizer = training.make_optimizer(net, koch)
+    base = [group["lr"] for group in optimizer.param_groups]
+    training.set_schedule(optimizer, base, 0, koch, 10)
+    assert optimizer.param_groups[0]["momentum"] == pytest.approx(0.5)
+    training.set_schedule(optimizer, base, 10 * training.MOMENTUM_RAMP_EPOCHS, koch, 10)
+    assert optimizer.param_groups[0]["momentum"] == pytest.approx(0.9)
