@@ -55,10 +55,14 @@ def plot_accuracy_vs_n(summary: pd.DataFrame, stem: Path, confidence: float = 0.
         for row in points.itertuples():
             # A small offset per method keeps the diamonds from hiding one another.
             x = row.n_way + 0.8 * (point_methods.index(row.method) - (len(point_methods) - 1) / 2)
+            # A percentile interval need not contain the accuracy (nor does rounding always keep
+            # it inside): matplotlib refuses negative error bars, so such a side is drawn as 0.
+            below = max(0.0, 100 * (row.accuracy - row.ci_low))
+            above = max(0.0, 100 * (row.ci_high - row.accuracy))
             axes[point_panel[row.protocol]].errorbar(
                 x, 100 * row.accuracy, fmt="D", color=colors[row.method], markersize=5,
                 markeredgecolor="white", markeredgewidth=0.6, capsize=3, zorder=4,
-                yerr=[[100 * (row.accuracy - row.ci_low)], [100 * (row.ci_high - row.accuracy)]])
+                yerr=[[below], [above]])
         for protocol, ax in axes.items():
             shown = pd.concat([curves[curves.protocol == protocol],
                                points[points.protocol.map(point_panel) == protocol]])

@@ -183,3 +183,27 @@ def test_bad_seeds_get_one_line(tmp_path, capsys, seeds, fragment):
     code = main(["--seeds", seeds, "--methods", "random", "--out", str(tmp_path / "r"), "--quiet"])
     assert code == 2
     assert fragment in capsys.readouterr().err
+
+
+def test_the_figure_accepts_an_accuracy_outside_its_interval(tmp_path):
+    """A percentile bootstrap interval need not contain the point estimate (and rounding can put
+    it a hair outside): the single-N diamonds' error bars must then be clipped, not refused."""
+    from benchmark.plots import plot_accuracy_vs_n
+    from benchmark.stats import SUMMARY_COLUMNS
+
+    def row(task_set, protocol, n_way, accuracy, low, high):
+        return dict(method="nearest_neighbor", task_set=task_set, split="evaluation",
+                    protocol=protocol, n_way=n_way, k_shot=1, episodes=20, queries=20 * n_way,
+                    accuracy=accuracy, ci_low=low, ci_high=high, ci_normal_low=low,
+                    ci_normal_high=high, seeds=1, seed_std=np.nan, seed_min=accuracy,
+                    seed_max=accuracy)
+
+    summary = pd.DataFrame([row("cross", "cross", 2, 0.9, 0.85, 0.95),
+                            row("cross", "cross", 5, 0.7, 0.6, 0.8),
+                            # above its interval, and below it by float rounding
+                            row("official", "within", 20, 0.62, 0.5, 0.6),
+                            row("official_low", "within", 20, 0.5, 0.5 + 1e-12, 0.55)],
+                           columns=SUMMARY_COLUMNS)
+    paths = plot_accuracy_vs_n(summary, tmp_path / "figure")
+    assert [path.name for path in paths] == ["figure.png", "figure.svg"]
+    assert all(path.stat().st_size > 0 for path in paths)
