@@ -91,14 +91,8 @@ def _run_locked(config, method_names, methods, data, task_sets, out_dir, options
             continue
         try:
             method = methods[name] if len(seeds) == 1 else _instantiate(name, config)
-            recorded = manifest["methods"].get(name, {}).get("params")
-            if recorded is not None and recorded != _jsonable(method.get_params()):
-                raise ConfigError(f"{out_dir} holds results of {name!r} with other hyperparameters "
-                                  f"({recorded}): choose a new --out folder")
+            _record_provenance(manifest, name, method, out_dir)
             timing = _run_method(method, label, seed, data, todo, records_path, manifest, out_dir, options)
-            manifest["methods"].setdefault(name, {}).update({
-                "source": registry.source_of(name), "params": _jsonable(method.get_params()),
-                "capabilities": vars(method.capabilities)})
             manifest["methods"][name].setdefault("timing", {})[str(seed)] = timing
             manifest["failures"].pop(label, None)  # it failed in an earlier attempt, not now
         except KeyboardInterrupt:
@@ -112,6 +106,24 @@ def _run_locked(config, method_names, methods, data, task_sets, out_dir, options
             manifest["failures"][label] = failures[label]
         _write_manifest(out_dir, manifest)
     return RunOutcome(out_dir, failures)
+
+
+def _record_provenance(manifest: dict, name: str, method, out_dir: Path) -> None:
+    """Where the method came from, its hyperparameters and capabilities, into run.json before
+    it runs, so that a method that fails in fit or predict is traced as well as one that works.
+
+    A folder holding results of the method under other hyperparameters is refused; one where
+    it only failed before takes the new ones (fixing a hyperparameter is a resume).
+    """
+    params = _jsonable(method.get_params())
+    entry = manifest["methods"].setdefault(name, {})
+    recorded = entry.get("params")
+    has_results = any(chunk["method"] == name for chunk in manifest["chunks"])
+    if has_results and recorded is not None and recorded != params:
+        raise ConfigError(f"{out_dir} holds results of {name!r} with other hyperparameters "
+                          f"({recorded}): choose a new --out folder")
+    entry.update({"source": registry.source_of(name), "params": params,
+                  "capabilities": vars(method.capabilities)})
 
 
 def _seeds_of(method, seeds: tuple[int, ...]) -> tuple[int, ...]:

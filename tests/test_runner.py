@@ -69,6 +69,8 @@ class Faulty(Method):
     fault = "raise"
 
     def fit(self, background, context):
+        if self.fault == "fit":
+            raise RuntimeError("fit exploded")
         self.fitted_ = True
         return self
 
@@ -82,7 +84,8 @@ class Faulty(Method):
         return scores
 
 
-@pytest.mark.parametrize("fault,reason", [("raise", "predict raised RuntimeError: boom"),
+@pytest.mark.parametrize("fault,reason", [("fit", "fit raised RuntimeError: fit exploded"),
+                                          ("raise", "predict raised RuntimeError: boom"),
                                           ("shape", "predict returned shape"),
                                           ("nan", "NaN")])
 def test_a_faulty_method_fails_alone(tmp_path, fault, reason):
@@ -97,6 +100,63 @@ def test_a_faulty_method_fails_alone(tmp_path, fault, reason):
     assert len(records) == 30 * 2 + 30 * 5 + 20 * 3 * 2
     manifest = json.loads((tmp_path / "run" / "run.json").read_text())
     assert reason in manifest["failures"][name]
+    # Where the failed method came from is recorded as for the one that worked.
+    for method in (name, "nearest_neighbor"):
+        entry = manifest["methods"][method]
+        assert entry["source"] == registry.source_of(method)
+        assert entry["params"] == {}
+        assert entry["capabilities"] == vars(registry.get_method(method).capabilities)
+    assert "timing" not in manifest["methods"][name]
+
+
+class FailsUnlessFixed(Method):
+    """Fails (in fit, or in predict on 5-way episodes only) until its hyperparameter is set right."""
+
+    def __init__(self, fixed: bool = False, fails_in: str = "fit"):
+        self.fixed = fixed
+        self.fails_in = fails_in
+
+    def fit(self, background, context):
+        if not self.fixed and self.fails_in == "fit":
+            raise RuntimeError("not fixed")
+        self.fitted_ = True
+        return self
+
+    def predict(self, batch):
+        if not self.fixed and batch.n_way == 5:
+            raise RuntimeError("not fixed")
+        return np.zeros(batch.score_shape)
+
+
+@pytest.mark.parametrize("fails_in", ["fit", "predict"])
+def test_rerunning_a_failed_method_with_other_hyperparameters_is_refused_only_if_it_has_results(
+        tmp_path, fails_in):
+    if "fails_unless_fixed" not in registry.available_names():
+        registry.register_method("fails_unless_fixed")(FailsUnlessFixed)
+    options = RunOptions(progress=False, checkpoint_dir=tmp_path / "checkpoints", log=lambda m: None)
+
+    def config(fixed):
+        return config_from_dict({**make_config(()).to_dict(),
+                                 "methods": {"fails_unless_fixed": {"fixed": fixed, "fails_in": fails_in}}})
+
+    task_sets = resolve_task_sets(config(False), DATA)
+    outcome = run_benchmark(config(False), ["fails_unless_fixed"], DATA, task_sets, tmp_path / "run", options)
+    assert "not fixed" in outcome.failures["fails_unless_fixed"]
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert manifest["methods"]["fails_unless_fixed"]["params"] == {"fixed": False, "fails_in": fails_in}
+    # Failing in predict on 5-way episodes, it finished the 2-way chunk first.
+    assert len(manifest["chunks"]) == (0 if fails_in == "fit" else 1)
+
+    outcome = run_benchmark(config(True), ["fails_unless_fixed"], DATA, task_sets, tmp_path / "run", options)
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    if fails_in == "fit":  # no results yet: fixing the hyperparameter is a resume
+        assert outcome.exit_code == 0, outcome.failures
+        assert manifest["methods"]["fails_unless_fixed"]["params"] == {"fixed": True, "fails_in": "fit"}
+        assert manifest["failures"] == {} and len(manifest["chunks"]) == 3
+    else:  # records of the old hyperparameters must not be mixed with new ones
+        assert "other hyperparameters" in outcome.failures["fails_unless_fixed"]
+        assert manifest["methods"]["fails_unless_fixed"]["params"] == {"fixed": False, "fails_in": "predict"}
+        assert len(manifest["chunks"]) == 1
 
 
 def test_rerun_into_the_same_folder_resumes_without_redoing_work(tmp_path):
