@@ -79,6 +79,9 @@ def run_info(run_dir: Path) -> dict | None:
         "started": manifest.get("started"), "seeds": manifest.get("seeds"),
         "task_sets": manifest.get("task_sets") or {}, "data": manifest.get("data") or {},
         "stats": (manifest.get("config") or {}).get("stats") or {},
+        # the order the config lists them in: the order of the report's tables
+        "task_set_order": list(((manifest.get("config") or {}).get("task_sets") or {})),
+        "method_order": list(((manifest.get("config") or {}).get("methods") or {})),
         # name in the records -> whether it trains (untrained methods are the reference lines)
         "methods": {name: bool((entry.get("capabilities") or {}).get("needs_training", True))
                     for name, entry in (manifest.get("methods") or {}).items()},
@@ -169,8 +172,8 @@ def write_report(run_dir: Path, records: pd.DataFrame | None = None, resamples: 
     runs = [run_info(run_dir)] if runs is None else runs
     runs = [info for info in runs if info is not None]
     records = read_records(run_dir) if records is None else records
-    summary = summarize(records, resamples, confidence, seed)
-    paired = paired_differences(records, resamples, confidence, seed)
+    summary = _in_config_order(summarize(records, resamples, confidence, seed), runs)
+    paired = _in_config_order(paired_differences(records, resamples, confidence, seed), runs)
     summary.to_csv(run_dir / "summary.csv", index=False, float_format="%.6f")
     # p-values go down to 1e-300: four significant digits, not six decimals that round them to 0.
     paired.assign(mcnemar_p=paired["mcnemar_p"].map("{:.4g}".format)).to_csv(
@@ -180,6 +183,37 @@ def write_report(run_dir: Path, records: pd.DataFrame | None = None, resamples: 
     references = {name for info in runs for name, trains in info["methods"].items() if not trains}
     plot_accuracy_vs_n(summary, run_dir / "accuracy_vs_n", confidence, references)
     return summary
+
+
+def _in_config_order(frame: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:
+    """Rows by task set, then N, then method (summary rows only; paired rows keep their pairs'
+    order), task sets and methods in the order the runs' configs list them (first run first).
+
+    A merged method `name (label)` goes where `name` does, its runs in their order. Names no
+    config lists (and all names, for a run without run.json) come after, alphabetically.
+    """
+    task_order = list(dict.fromkeys(name for info in runs for name in info.get("task_set_order", ())))
+    method_order = list(dict.fromkeys(name for info in runs for name in info.get("method_order", ())))
+    labels = [info["label"] for info in runs if info.get("label")]
+
+    def method_key(name: str) -> tuple:
+        base, _, label = name.partition(" (")  # method names are identifiers: no " (" in them
+        label = label.removesuffix(")")
+        return (_position(method_order, base), base, _position(labels, label), name)
+
+    tasks = sorted(set(frame["task_set"]), key=lambda name: (_position(task_order, name), name))
+    columns = {"_task_rank": frame["task_set"].map({name: i for i, name in enumerate(tasks)})}
+    by = ["_task_rank", "n_way"]
+    if "method" in frame.columns:
+        methods = sorted(set(frame["method"]), key=method_key)
+        columns["_method_rank"] = frame["method"].map({name: i for i, name in enumerate(methods)})
+        by.append("_method_rank")
+    return (frame.assign(**columns).sort_values(by, kind="stable")
+            .drop(columns=list(columns)).reset_index(drop=True))
+
+
+def _position(order: list[str], name: str) -> int:
+    return order.index(name) if name in order else len(order)
 
 
 def _cell(row) -> str:

@@ -207,3 +207,53 @@ def test_the_figure_accepts_an_accuracy_outside_its_interval(tmp_path):
     paths = plot_accuracy_vs_n(summary, tmp_path / "figure")
     assert [path.name for path in paths] == ["figure.png", "figure.svg"]
     assert all(path.stat().st_size > 0 for path in paths)
+
+
+def test_tables_follow_the_config_order_of_task_sets_and_methods(tmp_path):
+    # Neither order is alphabetical; nearest_neighbor is not in the config: it comes last.
+    config = config_from_dict({
+        "name": "ordered",
+        "task_sets": {
+            "within": {"protocol": "within", "n_way": [2, 3], "episodes": 10, "seed": 2},
+            "cross_background": {"protocol": "cross", "split": "background", "n_way": [2],
+                                 "episodes": 10, "seed": 3},
+            "cross": {"protocol": "cross", "n_way": [2, 5], "episodes": 10, "seed": 1},
+        },
+        "methods": {"noisy_neighbor": {}, "random": {}},
+    })
+    options = RunOptions(progress=False, checkpoint_dir=tmp_path / "checkpoints", log=lambda m: None)
+    out = tmp_path / "run"
+    outcome = run_benchmark(config, ["random", "nearest_neighbor", "noisy_neighbor"], DATA,
+                            resolve_task_sets(config, DATA), out, options)
+    assert outcome.exit_code == 0, outcome.failures
+    summary = write_report(out)
+    expected_methods = ["noisy_neighbor", "random", "nearest_neighbor"]
+    written = pd.read_csv(out / "summary.csv")
+    for table in (summary, written):
+        assert list(dict.fromkeys(table.task_set)) == ["within", "cross_background", "cross"]
+        assert list(dict.fromkeys(table.method)) == expected_methods
+        for _, rows in table.groupby("task_set"):
+            assert list(rows.n_way) == sorted(rows.n_way)  # N ascending within a task set
+            assert list(rows.method) == [m for n in sorted(set(rows.n_way)) for m in expected_methods]
+    text = (out / "summary.md").read_text()
+    headings = [text.index(f"## {name} (") for name in ("within", "cross_background", "cross")]
+    assert headings == sorted(headings)
+    assert "| N | chance | noisy_neighbor | random | nearest_neighbor |" in text
+    paired = pd.read_csv(out / "paired.csv")
+    assert list(dict.fromkeys(paired.task_set)) == ["within", "cross_background", "cross"]
+
+
+def test_merged_runs_keep_the_config_order_with_each_method_s_runs_together(tmp_path):
+    cpu = run(tmp_path / "cpu", ("random", "nearest_neighbor"))
+    gpu = run(tmp_path / "gpu", ("noisy_neighbor", "nearest_neighbor"))
+    manifest = json.loads((gpu / "run.json").read_text())
+    manifest["environment"].update(device="cuda", gpu="Some GPU")
+    (gpu / "run.json").write_text(json.dumps(manifest))
+    summary = report_runs([gpu, cpu], tmp_path / "merged")
+    # The config lists cross, within, cross_background and random, nearest_neighbor, noisy_neighbor;
+    # the cuda run is named first, so its nearest_neighbor comes first.
+    assert list(dict.fromkeys(summary.task_set)) == ["cross", "within", "cross_background"]
+    assert list(dict.fromkeys(summary.method)) == ["random", "nearest_neighbor (cuda)",
+                                                   "nearest_neighbor (cpu)", "noisy_neighbor"]
+    assert "| N | chance | random | nearest_neighbor (cuda) | nearest_neighbor (cpu) | noisy_neighbor |" \
+        in (tmp_path / "merged" / "summary.md").read_text()
