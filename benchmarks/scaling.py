@@ -12,8 +12,9 @@ image already embedded (as in every later task set: scoring only). The fastest o
 scored) and the cold-minus-warm time per image embedded give a rough cost model for
 predicting a bigger sweep.
 
-    OMNIGLOT_DIR=/work/shared/omniglot python benchmarks/scaling.py
-    OMNIGLOT_DIR=/work/shared/omniglot python benchmarks/scaling.py --methods nearest_neighbor --repeats 3
+    export OMNIGLOT_DIR=/work/shared/omniglot
+    python benchmarks/scaling.py --repeats 3
+    python benchmarks/scaling.py --methods siamese --siamese-score-chunk-mib 4   # what-if: smaller score chunks
 
 Prints one JSON object at the end (also written to --json) and a markdown table on stderr.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -47,17 +49,21 @@ def points(episode_counts, ways, fixed_ways: int, fixed_episodes: int) -> list[t
     return list(dict.fromkeys(chosen))
 
 
-def timed_predict(method, batch: EpisodeBatch, warm_table) -> tuple[float, float]:
-    """Seconds of one predict, from an empty cache (warm_table None) or a full one; and the load."""
+def timed_predict(method, batch: EpisodeBatch, warm_table) -> tuple[float, float, float, int]:
+    """One predict, from an empty cache (warm_table None) or a full one: (seconds, load, system
+    CPU seconds, minor page faults); the last two show time spent mapping fresh memory."""
     if warm_table is None:
         method._embedding_cache = None
     else:
         method._embedding_cache = {"key": batch.images_key, "table": warm_table,
                                    "done": np.ones(len(batch.images), dtype=bool)}
     load = load_average()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     method.predict(batch)
-    return time.perf_counter() - started, load
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return seconds, load, after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt
 
 
 def measure(method, split, seed: int, grid, repeats: int) -> list[dict]:
@@ -77,6 +83,7 @@ def measure(method, split, seed: int, grid, repeats: int) -> list[dict]:
         for label, table in (("cold", None), ("warm", warm_table)):
             best = min(timed_predict(method, batch, table) for _ in range(repeats))
             row[f"{label}_seconds"], row[f"{label}_load"] = round(best[0], 4), best[1]
+            row[f"{label}_system_seconds"], row[f"{label}_page_faults"] = round(best[2], 3), best[3]
         print(json.dumps(row), file=sys.stderr)
         rows.append(row)
     method._embedding_cache = None
@@ -101,10 +108,11 @@ def cost_model(rows: list[dict]) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| method | episodes | N | pairs | images embedded | cold s | warm s | load |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| method | episodes | N | pairs | images embedded | cold s | warm s | warm page faults | load |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['method']} | {r['episodes']} | {r['n_way']} | {r['pairs']:,} | {r['images_embedded']:,} | "
-              f"{r['cold_seconds']:.3f} | {r['warm_seconds']:.3f} | {r['cold_load']} |" for r in rows]
+              f"{r['cold_seconds']:.3f} | {r['warm_seconds']:.3f} | {r['warm_page_faults']:,} | {r['cold_load']} |"
+              for r in rows]
     return "\n".join(lines)
 
 
@@ -114,6 +122,8 @@ def main() -> int:
     parser.add_argument("--methods", default="nearest_neighbor,siamese")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--siamese-score-chunk-mib", type=float, default=None,
+                        help="what-if: override methods.siamese.SCORE_CHUNK_BYTES (MiB) for this run")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -121,6 +131,9 @@ def main() -> int:
     data = load_data(args.data_dir)
     seed = config.task_sets["cross"].seed
     grid = points(EPISODE_COUNTS, WAYS, fixed_ways=20, fixed_episodes=1000)
+    if args.siamese_score_chunk_mib is not None:
+        import methods.siamese
+        methods.siamese.SCORE_CHUNK_BYTES = int(args.siamese_score_chunk_mib * 2**20)
     rows, models = [], {}
     for name in args.methods.split(","):
         method = fitted_method(name, config, data)
@@ -128,7 +141,8 @@ def main() -> int:
         models[name] = cost_model(method_rows)
         rows += method_rows
     print(table(rows), file=sys.stderr)
-    result = {"rows": rows, "cost_model": models, "threads": args.threads, "machine": machine(),
+    result = {"rows": rows, "cost_model": models, "threads": args.threads,
+              "siamese_score_chunk_mib": args.siamese_score_chunk_mib, "machine": machine(),
               "command": " ".join(sys.argv)}
     text = json.dumps(result)
     print(text)
