@@ -21,7 +21,7 @@ episode of each (task set, N) is multiplied by that set's episode count: the ext
 is printed per set. Predictions (argmax) of the two paths are asserted equal on every
 sampled query, and the largest score difference is reported.
 
-    export OMNIGLOT_DIR=/work/shared/omniglot
+    export OMNIGLOT_DIR=../shared/omniglot
     python benchmarks/eval_engine.py --method siamese --loop-episodes 50
     python benchmarks/eval_engine.py --method siamese --loop episode --loop-episodes 50
     python benchmarks/eval_engine.py --method nearest_neighbor --loop-episodes 50

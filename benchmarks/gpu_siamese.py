@@ -10,7 +10,7 @@
    the official runs (Lake et al., 20 x 20-way) at every validation, as it goes. These
    scores are reported only: the kept weights are chosen by the held-out background
    alphabets, as always. At the end: the default 20-way cross and within episodes too.
-3. The reference probe (/work/shared/probes/siamese_probe.py), run side by side with the
+3. The reference probe (../shared/probes/siamese_probe.py), run side by side with the
    flags of its published figures, so both sets of numbers come from the same machine.
 
 The GPU machine sees only the checkout, so copy the data and the probe into `.device/`

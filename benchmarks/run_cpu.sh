@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every CPU figure of benchmarks/README.md in one call (about 8 minutes on a quiet 2-core machine):
-#   OMNIGLOT_DIR=/work/shared/omniglot bash benchmarks/run_cpu.sh
+#   OMNIGLOT_DIR=../shared/omniglot bash benchmarks/run_cpu.sh
 # Writes JSON results and logs (with the load average before and after each step) to
 # ${OUT:-benchmarks/results}. The trained Siamese weights come from results/checkpoints/ (a
 # default run leaves them there; without them the first step trains them, about 4 minutes).

@@ -12,7 +12,7 @@ image already embedded (as in every later task set: scoring only). The fastest o
 scored) and the cold-minus-warm time per image embedded give a rough cost model for
 predicting a bigger sweep.
 
-    export OMNIGLOT_DIR=/work/shared/omniglot
+    export OMNIGLOT_DIR=../shared/omniglot
     python benchmarks/scaling.py --repeats 3
     python benchmarks/scaling.py --methods siamese --siamese-score-chunk-mib 4   # what-if: smaller score chunks
 
