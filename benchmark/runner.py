@@ -84,10 +84,12 @@ def _run_locked(config, method_names, methods, data, task_sets, out_dir, options
     failures = {}
     for name, seed in ((name, seed) for name in method_names for seed in _seeds_of(methods[name], seeds)):
         label = name if len(seeds) == 1 else f"{name} (seed {seed})"
-        todo = [t for t in task_sets if (name, seed, t.name, t.episodes.n_way, t.episodes.k_shot) not in done
-                and _runs_on(methods[name], config, t)]
+        applicable = [t for t in task_sets if _runs_on(methods[name], config, t)]
+        todo = [t for t in applicable if (name, seed, t.name, t.episodes.n_way, t.episodes.k_shot) not in done]
         if not todo:
-            options.log(f"{label}: all its task sets already done")
+            options.log(f"{label}: all its task sets already done" if applicable else
+                        f"{label}: no task set of this config applies to it (only_trained task sets skip "
+                        f"methods that do not train)")
             continue
         try:
             method = methods[name] if len(seeds) == 1 else _instantiate(name, config)

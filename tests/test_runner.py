@@ -171,3 +171,18 @@ def test_rerun_into_the_same_folder_resumes_without_redoing_work(tmp_path):
     records = pd.read_csv(tmp_path / "run" / "records.csv")
     assert (records.method == "random").sum() == (records.method == "nearest_neighbor").sum()
     assert not records.duplicated(["method", "task_set", "n_way", "episode", "query"]).any()
+
+
+def test_a_method_that_no_task_set_applies_to_is_said_so_not_called_done(tmp_path):
+    config = config_from_dict({
+        "name": "tiny",
+        "task_sets": {"cross_background": {"protocol": "cross", "split": "background", "only_trained": True,
+                                           "n_way": [2], "episodes": 5, "seed": 3}},
+        "methods": {"random": {}},
+    })
+    messages = []
+    options = RunOptions(progress=False, checkpoint_dir=tmp_path / "checkpoints", log=messages.append)
+    outcome = run_benchmark(config, ["random"], DATA, resolve_task_sets(config, DATA), tmp_path / "run", options)
+    assert outcome.exit_code == 0
+    assert any("random: no task set of this config applies to it" in m for m in messages), messages
+    assert not any("already done" in m for m in messages), messages
