@@ -45,7 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (batch_of, default_config, fitted_method, load_average, load_data, machine,  # noqa: E402
-                     task_sets)
+                     print_result, task_sets)
 
 from benchmark.training import resize_images  # noqa: E402
 
@@ -209,10 +209,7 @@ def main() -> int:
         "ratio_loop_over_harness": round(loop["loop_seconds_extrapolated"] / harness_seconds, 1),
         "cpu_ratio_loop_over_harness": round(loop["loop_cpu_seconds_extrapolated"] / harness_cpu_seconds, 1),
         "loop_rows": loop["rows"], "machine": machine(), "command": " ".join(sys.argv)}
-    text = json.dumps(result)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    print_result(result, args.json)
     if loop["argmax_mismatches"] or loop["max_score_difference"] > args.tolerance:
         print(f"error: the loop and the harness disagree: {loop['argmax_mismatches']} predictions differ, "
               f"largest score difference {loop['max_score_difference']:.2e}", file=sys.stderr)

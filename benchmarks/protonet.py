@@ -13,33 +13,18 @@ written to --json). Run by hand, not by pytest.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark.api import EpisodeBatch, FitContext  # noqa: E402
-from benchmark.config import check_hyperparameters, load_config  # noqa: E402
-from benchmark.data import load_omniglot, official_runs_zip  # noqa: E402
-from benchmark.registry import get_method  # noqa: E402
-from tasks import episodes as episode_sets  # noqa: E402
-from tasks.official import official_episode_set  # noqa: E402
+from _common import (accuracy, evaluation_sets, load_average, print_result, training_arguments,  # noqa: E402
+                     training_setup)
 
-
-def load_average() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
-def accuracy(method, split, episodes) -> float:
-    batch = EpisodeBatch(split.flat_images, episodes.support, episodes.query, split.sha256)
-    return round(float(np.mean(method.predict(batch).argmax(-1) == episodes.query_label)) * 100, 2)
+from benchmark.api import FitContext  # noqa: E402
 
 
 def time_steps(method, background, device: str, steps: int, seed: int) -> dict:
@@ -68,40 +53,19 @@ def time_steps(method, background, device: str, steps: int, seed: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/default.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--data-dir", default=os.environ.get("OMNIGLOT_DIR"))
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (the target machine has 2 cores)")
-    parser.add_argument("--device", default="cpu")
+    parser = training_arguments(__doc__.splitlines()[0])
     parser.add_argument("--ways", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
     parser.add_argument("--time-steps", type=int, default=0, help="only time this many training steps")
-    parser.add_argument("--json", default=None, help="also write the result here")
-    parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    config = load_config(args.config, args.overrides)
-    cls = get_method("protonet")
-    params = check_hyperparameters("protonet", cls, config.methods.get("protonet", {}))
-    method = cls(**params)
-    seed = config.seed if args.seed is None else args.seed
-    data = load_omniglot(args.data_dir, download=False, progress=False)
+    config, method, seed, data = training_setup(args, "protonet")
     result = {"params": method.get_params(), "threads": args.threads, "device": args.device,
               "seed": seed, "load_before": load_average()}
     if args.time_steps:
         result.update(time_steps(method, data.background, args.device, args.time_steps, seed))
         result["load_after"] = load_average()
-        return report(result, args.json)
+        return print_result(result, args.json)
 
-    evaluation = data.evaluation
-    sets = {}
-    for name in ("cross", "within"):
-        task = config.task_sets[name]
-        sets[f"{name}_{args.ways}way"] = episode_sets.generate(
-            evaluation.alphabet, evaluation.sha256, task.protocol, args.ways, 1, task.n_query,
-            task.episodes, task.seed)
-    sets["official"] = official_episode_set(official_runs_zip(data.root, download=False), evaluation)
+    sets = evaluation_sets(config, data, args.ways)
     context = FitContext(device=args.device, seed=seed, progress=not args.quiet, checkpoints=None,
                          log=lambda message: print(message, file=sys.stderr))
     torch.manual_seed(seed)  # as the runner does
@@ -116,17 +80,9 @@ def main() -> int:
                   best_validation=info.get("best_validation_accuracy"),
                   validation_history=info.get("validation_history"))
     started = time.perf_counter()
-    result["accuracy"] = {name: accuracy(method, evaluation, episodes) for name, episodes in sets.items()}
+    result["accuracy"] = {name: accuracy(method, data.evaluation, episodes) for name, episodes in sets.items()}
     result["predict_seconds"] = round(time.perf_counter() - started, 1)
-    return report(result, args.json)
-
-
-def report(result: dict, json_path: str | None) -> int:
-    text = json.dumps(result)
-    print(text)
-    if json_path:
-        Path(json_path).write_text(text + "\n")
-    return 0
+    return print_result(result, args.json)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import default_config, fitted_method, load_average, load_data, machine  # noqa: E402
+from _common import default_config, fitted_method, load_average, load_data, machine, print_result  # noqa: E402
 
 from benchmark.api import EpisodeBatch  # noqa: E402
 from tasks import episodes as episode_sets  # noqa: E402
@@ -144,11 +144,7 @@ def main() -> int:
     result = {"rows": rows, "cost_model": models, "threads": args.threads,
               "siamese_score_chunk_mib": args.siamese_score_chunk_mib, "machine": machine(),
               "command": " ".join(sys.argv)}
-    text = json.dumps(result)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
-    return 0
+    return print_result(result, args.json)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,7 @@ one JSON object at the end (also written to --json). Run by hand, not by pytest.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -31,21 +29,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import load_average, print_result, training_arguments, training_setup  # noqa: E402
 
 from benchmark.api import EpisodeBatch, FitContext  # noqa: E402
 from benchmark.checkpoints import CheckpointStore  # noqa: E402
-from benchmark.config import check_hyperparameters, load_config  # noqa: E402
-from benchmark.data import load_omniglot, official_runs_zip  # noqa: E402
-from benchmark.registry import get_method  # noqa: E402
+from benchmark.data import official_runs_zip  # noqa: E402
 from benchmark.training import split_background  # noqa: E402
 from methods.softmax_transfer import TRAINING_PARAMS  # noqa: E402
 from tasks import episodes as episode_sets  # noqa: E402
 from tasks.official import official_episode_set  # noqa: E402
-
-
-def load_average() -> float:
-    return round(os.getloadavg()[0], 2)
 
 
 def timed(function):
@@ -101,38 +95,24 @@ def episode_sets_of(config, split, ways: list[int], official) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/default.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--data-dir", default=os.environ.get("OMNIGLOT_DIR"))
-    parser.add_argument("--threads", type=int, default=2,
-                        help="torch threads (the target machine has 2 cores)")
-    parser.add_argument("--device", default="cpu")
+    parser = training_arguments(__doc__.splitlines()[0])
     parser.add_argument("--ways", default="20,60",
                         help="comma-separated N of the cross and within sets (within: N <= 40)")
-    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
     parser.add_argument("--time-steps", type=int, default=0, help="only time this many training steps")
     parser.add_argument("--checkpoints", default=None, help="a checkpoint folder to reuse (default: train)")
     parser.add_argument("--split", choices=["evaluation", "validation"], default="evaluation",
                         help="score evaluation episodes, or episodes of the held-out background alphabets")
     parser.add_argument("--sweep", default="[]", help="JSON list of fine-tuning settings to score as well")
-    parser.add_argument("--json", default=None, help="also write the result here")
-    parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    config = load_config(args.config, args.overrides)
-    cls = get_method("softmax_transfer")
-    params = check_hyperparameters("softmax_transfer", cls, config.methods.get("softmax_transfer", {}))
-    method = cls(**params)
-    seed = config.seed if args.seed is None else args.seed
-    data = load_omniglot(args.data_dir, download=False, progress=False)
+    config, method, seed, data = training_setup(args, "softmax_transfer")
+    cls = type(method)
     result = {"params": method.get_params(), "threads": args.threads, "device": args.device,
               "seed": seed, "load_before": load_average()}
     if args.time_steps:
         result.update(time_steps(cls, method.get_params(), data.background, args.device, args.time_steps,
                                  seed))
         result["load_after"] = load_average()
-        return report(result, args.json)
+        return print_result(result, args.json)
 
     variants = json.loads(args.sweep)
     training = sorted(key for variant in variants for key in variant if key in TRAINING_PARAMS)
@@ -166,15 +146,7 @@ def main() -> int:
         tuned = cls(**{**method.get_params(), **variant}).fit(data.background, context)
         result["sweep"].append({"settings": variant, "sets": score_sets(tuned, split, sets)})
     result["load_after"] = load_average()
-    return report(result, args.json)
-
-
-def report(result: dict, json_path: str | None) -> int:
-    text = json.dumps(result)
-    print(text)
-    if json_path:
-        Path(json_path).write_text(text + "\n")
-    return 0
+    return print_result(result, args.json)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import default_config, load_average, load_data, machine  # noqa: E402
+from _common import default_config, load_average, load_data, machine, print_result  # noqa: E402
 
 from benchmark.api import FitContext  # noqa: E402
 from benchmark.config import check_hyperparameters  # noqa: E402
@@ -136,11 +136,7 @@ def main() -> int:
         inference = inference_throughput(eager, images[:4096], args.rounds)
     result = {"training": results, "inference_eval_mode": inference, "threads": args.threads,
               "machine": machine(), "command": " ".join(sys.argv)}
-    text = json.dumps(result)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
-    return 0
+    return print_result(result, args.json)
 
 
 if __name__ == "__main__":
