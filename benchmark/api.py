@@ -160,12 +160,14 @@ class EmbeddingMethod(Method):
         query = torch.tensor(batch.query, device=features.device)
         per_episode = (batch.n_queries + batch.n_way * batch.k_shot) * features[0].nbytes
         chunk = max(1, self.score_chunk_bytes // max(per_episode, 1))
-        scores = []
+        # One output array filled in place: chunk results kept alive between the temporaries
+        # of later chunks would fragment the heap and keep its memory from being reused.
+        scores = np.zeros(batch.score_shape, np.float32)
         with torch.no_grad():
             for start in range(0, batch.n_episodes, chunk):
                 part = slice(start, start + chunk)
-                scores.append(self.score(features[query[part]], features[support[part]]).float().cpu())
-        return torch.cat(scores).numpy() if scores else np.zeros(batch.score_shape, np.float32)
+                scores[part] = self.score(features[query[part]], features[support[part]]).float().cpu().numpy()
+        return scores
 
     def _features_for(self, batch: EpisodeBatch) -> torch.Tensor:
         """A table of features by image id, filled for every image the batch uses.
