@@ -99,7 +99,7 @@ def _run(argv: list[str]) -> int:
         return 0
 
     from benchmark.config import check_hyperparameters, load_config
-    from benchmark.report import run_info, write_report
+    from benchmark.report import report_runs
     from benchmark.runner import RunOptions, resolve_device, run_benchmark
 
     seeds, data_dir = None, args.data_dir
@@ -123,14 +123,7 @@ def _run(argv: list[str]) -> int:
     try:
         outcome = run_benchmark(config, method_names, data, task_sets, out_dir, options)
         if (out_dir / "records.csv").exists() and (out_dir / "records.csv").stat().st_size:
-            from benchmark.report import read_records
-            from benchmark.run_folder import staged_outputs
-
-            with staged_outputs(out_dir) as staging:  # each file appears whole or not at all
-                summary = write_report(staging, read_records(out_dir, log=_log),
-                                       resamples=config.stats.resamples,
-                                       confidence=config.stats.confidence, seed=config.stats.seed,
-                                       runs=[run_info(out_dir)])
+            summary = report_runs([out_dir], out_dir, log=_log, stats=vars(config.stats))
             print((out_dir / "summary.md").read_text(encoding="utf-8"))
             _log(f"wrote {len(summary)} summary rows to {out_dir}")
     except KeyboardInterrupt:

@@ -70,6 +70,7 @@ def run_info(run_dir: Path) -> dict | None:
         return None
     manifest = read_manifest(run_dir)
     environment = manifest.get("environment") or {}
+    config = manifest.get("config") or {}
     return {
         "dir": str(run_dir), "run_id": str(manifest.get("run_id", run_dir.name)),
         "git_commit": environment.get("git_commit"), "device": environment.get("device"),
@@ -78,10 +79,10 @@ def run_info(run_dir: Path) -> dict | None:
         "torch": (environment.get("versions") or {}).get("torch"),
         "started": manifest.get("started"), "seeds": manifest.get("seeds"),
         "task_sets": manifest.get("task_sets") or {}, "data": manifest.get("data") or {},
-        "stats": (manifest.get("config") or {}).get("stats") or {},
+        "stats": config.get("stats") or {},
         # the order the config lists them in: the order of the report's tables
-        "task_set_order": list(((manifest.get("config") or {}).get("task_sets") or {})),
-        "method_order": list(((manifest.get("config") or {}).get("methods") or {})),
+        "task_set_order": list(config.get("task_sets") or {}),
+        "method_order": list(config.get("methods") or {}),
         # name in the records -> whether it trains (untrained methods are the reference lines)
         "methods": {name: bool((entry.get("capabilities") or {}).get("needs_training", True))
                     for name, entry in (manifest.get("methods") or {}).items()},
@@ -145,12 +146,16 @@ def _run_labels(infos: list[dict]) -> list[str]:
     return [f"run {position + 1}" for position in range(len(infos))]
 
 
-def report_runs(run_dirs: list[Path], out_dir: Path, log=None) -> pd.DataFrame:
-    """Read one or more run folders, merge them, write the report into out_dir."""
+def report_runs(run_dirs: list[Path], out_dir: Path, log=None, stats: dict | None = None) -> pd.DataFrame:
+    """Read one or more run folders, merge them, write the report into out_dir.
+
+    `stats` (resamples, confidence, seed) defaults to the first run's config.
+    """
     from benchmark.run_folder import staged_outputs
 
     records, infos = merge_runs(run_dirs, log)
-    stats = infos[0]["stats"] if infos else {}
+    if stats is None:
+        stats = infos[0]["stats"] if infos else {}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with staged_outputs(out_dir) as staging:  # each file appears whole or not at all
