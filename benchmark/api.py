@@ -1,18 +1,18 @@
 """The method contract: what the runner hands a method, and what it expects back.
 
-A method is constructed with its hyperparameters only, learns from the background split in
+A method is constructed with its hyperparameters only, learns from a training split in
 `fit`, and scores episodes in `predict`. It never sees the query labels, and `fit` never
-sees evaluation images: the runner holds both and hands each part only what it may use.
+sees test images: the runner holds both and hands each part only what it may use. Scores
+are checked by one function, `checked_scores`, wherever they come back (runner and contract).
 """
 
 from __future__ import annotations
 
 import abc
-import functools
 import inspect
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -22,10 +22,15 @@ from benchmark.errors import MethodError
 
 @dataclass(frozen=True)
 class Capabilities:
+    """What a method declares about itself; the runner reads every field."""
+
+    # Trained once per training seed (`--seeds`); run on `only_trained` task sets.
     needs_training: bool = False
-    uses_gpu: bool = False
-    # Same seed, same scores, on the same machine and device.
+    # Same seed, same scores, on the same machine and device: the contract checks it, and the
+    # CI regression requires such an untrained method to match its golden numbers exactly.
     deterministic: bool = True
+    # Fitted and run on the run's device (`--device cuda`); otherwise always on the CPU.
+    uses_gpu: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,23 @@ class EpisodeBatch:
         return zlib.crc32(ids.tobytes()) ^ zlib.crc32(str(self.score_shape).encode())
 
 
+def checked_scores(scores, batch: EpisodeBatch) -> np.ndarray:
+    """`predict`'s return value as a numpy array, or MethodError saying what is wrong with it."""
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().cpu().numpy()
+    scores = np.asarray(scores)
+    where = f"on {batch.n_way}-way {batch.k_shot}-shot episodes"
+    if scores.shape != batch.score_shape:
+        raise MethodError(f"predict returned shape {scores.shape} {where}, expected {batch.score_shape} "
+                          f"(episodes, queries, ways)")
+    if not np.issubdtype(scores.dtype, np.number) or not np.isfinite(scores).all():
+        raise MethodError(f"predict returned NaN, infinite or non-numeric scores {where}")
+    return scores
+
+
 @dataclass
 class FitContext:
-    """What `fit` may use besides the background split."""
+    """What `fit` may use besides the training split."""
 
     device: str = "cpu"
     seed: int = 0
@@ -77,6 +96,9 @@ class FitContext:
     checkpoints: Any = None  # a benchmark.checkpoints.CheckpointStore, or None for no caching
     retrain: bool = False  # ignore cached checkpoints
     log: Any = field(default=print, repr=False)  # one-line messages for the user
+    # Called by the training loop after each validation, as on_validation(step, accuracy):
+    # to watch training (perf/), never to change it.
+    on_validation: Callable[[int, float], None] | None = field(default=None, repr=False)
 
     def generator(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)
@@ -86,7 +108,8 @@ class Method(abc.ABC):
     """Base class of every method. Subclasses are registered with `@register_method(name)`.
 
     Like scikit-learn estimators: `__init__` stores its arguments under the same names and
-    does nothing else; `fit` returns self; what `fit` learns ends in `_`.
+    does nothing else; `fit` returns self; what `fit` learns ends in `_`, and `predict`
+    starts with `self.check_is_fitted(...)` naming what it needs.
     """
 
     name: ClassVar[str] = ""  # set by @register_method
@@ -106,43 +129,93 @@ class Method(abc.ABC):
         return doc.splitlines()[0] if doc else ""
 
     @abc.abstractmethod
-    def fit(self, background, context: FitContext) -> Method:
-        """Learn from the background split (an `OmniglotSplit`); return self."""
+    def fit(self, training_split, context: FitContext) -> Method:
+        """Learn from the training split (an `OmniglotSplit`); return self."""
 
     @abc.abstractmethod
     def predict(self, batch: EpisodeBatch) -> np.ndarray:
         """Scores (E, Q, N): higher means the query more likely belongs to that class."""
 
-    def check_is_fitted(self) -> None:
-        fitted = [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]
-        if not fitted:
-            raise MethodError(f"method {self.name or type(self).__name__!r}: predict called before fit")
+    def check_is_fitted(self, *attributes: str) -> None:
+        """Raise MethodError unless `fit` has set every attribute named (at least one)."""
+        if not attributes:
+            raise TypeError("check_is_fitted needs the names of the attributes fit sets, e.g. 'network_'")
+        missing = [name for name in attributes if not hasattr(self, name)]
+        if missing:
+            raise MethodError(f"method {self.name or type(self).__name__!r}: predict called before fit "
+                              f"({', '.join(missing)} not set)")
+
+
+# Small chunks stay in cache and reuse memory: 3x faster than 256 MiB ones for 1-NN.
+SCORE_CHUNK_BYTES = 8 * 2**20
+EMBED_BATCH_SIZE = 2048
+
+
+class EmbeddingCache:
+    """Features by image id for one images array (named by its key), filled as batches ask."""
+
+    def __init__(self):
+        self.key: str | None = None
+        self.table: torch.Tensor | None = None
+        self.done: np.ndarray | None = None
+
+    def features_for(self, batch: EpisodeBatch, embed, batch_size: int) -> torch.Tensor:
+        """The table, with a row for every image the batch uses; only new images are embedded.
+
+        Rows of images no batch has used stay zero.
+        """
+        if self.key != batch.images_key:
+            self.key, self.table, self.done = batch.images_key, None, np.zeros(len(batch.images), dtype=bool)
+        wanted = np.unique(np.concatenate([batch.support.reshape(-1), batch.query.reshape(-1)]))
+        missing = wanted[~self.done[wanted]]
+        for start in range(0, len(missing), batch_size):
+            ids = missing[start:start + batch_size]
+            with torch.no_grad():
+                features = embed(batch.images[ids]).detach()
+            if self.table is None:
+                self.table = features.new_zeros((len(batch.images), features.shape[1]))
+            self.table[torch.as_tensor(ids, device=features.device)] = features
+            self.done[ids] = True
+        return self.table
+
+
+def score_by_embedding(batch: EpisodeBatch, embed: Callable, score: Callable, cache: EmbeddingCache | None = None,
+                       embed_batch_size: int = EMBED_BATCH_SIZE,
+                       score_chunk_bytes: int = SCORE_CHUNK_BYTES) -> np.ndarray:
+    """Scores (E, Q, N) of a batch from `embed(images) -> (n, d)` and
+    `score(query (e, Q, d), support (e, N, k, d)) -> (e, Q, N)`.
+
+    Every image the batch uses is embedded once (into `cache`, which later batches over the
+    same images reuse; a fresh one when None), then episodes are gathered by index and scored
+    in chunks of episodes that bound memory.
+    """
+    features = (cache or EmbeddingCache()).features_for(batch, embed, embed_batch_size)
+    # Copies: torch does not take read-only arrays, and the ids are small.
+    support = torch.tensor(batch.support, device=features.device)
+    query = torch.tensor(batch.query, device=features.device)
+    per_episode = (batch.n_queries + batch.n_way * batch.k_shot) * features[0].nbytes
+    chunk = max(1, score_chunk_bytes // max(per_episode, 1))
+    # One output array filled in place: chunk results kept alive between the temporaries of
+    # later chunks would fragment the heap and keep its memory from being reused.
+    scores = np.zeros(batch.score_shape, np.float32)
+    with torch.no_grad():
+        for start in range(0, batch.n_episodes, chunk):
+            part = slice(start, start + chunk)
+            scores[part] = score(features[query[part]], features[support[part]]).float().cpu().numpy()
+    return scores
 
 
 class EmbeddingMethod(Method):
     """A method that maps each image to features and scores queries against supports.
 
-    `predict` is written once here: every image the batch uses is embedded once (and kept,
-    so later batches over the same images reuse it), then episodes are gathered by index
-    and scored in chunks of episodes that bound memory.
+    Subclasses write `embed(images)` and `score(query, support)`; `predict` is written once
+    (`score_by_embedding`). `fit` ends with `self.reset_embeddings()`: it starts an empty
+    cache of features, so features made with earlier weights are never reused, and
+    `predict` refuses to run until it was called.
     """
 
-    # Small chunks stay in cache and reuse memory: 3x faster than 256 MiB ones for 1-NN.
-    score_chunk_bytes: ClassVar[int] = 8 * 2**20
-    embed_batch_size: ClassVar[int] = 2048
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        # Embeddings made with earlier weights are stale once fit runs again.
-        if "fit" in cls.__dict__:
-            fit = cls.__dict__["fit"]
-
-            @functools.wraps(fit)
-            def fit_then_forget_embeddings(self, *args, **kwargs):
-                self._embedding_cache = None
-                return fit(self, *args, **kwargs)
-
-            cls.fit = fit_then_forget_embeddings
+    score_chunk_bytes: ClassVar[int] = SCORE_CHUNK_BYTES
+    embed_batch_size: ClassVar[int] = EMBED_BATCH_SIZE
 
     @abc.abstractmethod
     def embed(self, images: np.ndarray) -> torch.Tensor:
@@ -152,40 +225,11 @@ class EmbeddingMethod(Method):
     def score(self, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
         """query (e, Q, d), support (e, N, k, d) -> scores (e, Q, N)."""
 
+    def reset_embeddings(self) -> None:
+        """Start an empty feature cache (`embeddings_`): call it at the end of fit."""
+        self.embeddings_ = EmbeddingCache()
+
     def predict(self, batch: EpisodeBatch) -> np.ndarray:
-        self.check_is_fitted()
-        features = self._features_for(batch)
-        # Copies: torch does not take read-only arrays, and the ids are small.
-        support = torch.tensor(batch.support, device=features.device)
-        query = torch.tensor(batch.query, device=features.device)
-        per_episode = (batch.n_queries + batch.n_way * batch.k_shot) * features[0].nbytes
-        chunk = max(1, self.score_chunk_bytes // max(per_episode, 1))
-        # One output array filled in place: chunk results kept alive between the temporaries
-        # of later chunks would fragment the heap and keep its memory from being reused.
-        scores = np.zeros(batch.score_shape, np.float32)
-        with torch.no_grad():
-            for start in range(0, batch.n_episodes, chunk):
-                part = slice(start, start + chunk)
-                scores[part] = self.score(features[query[part]], features[support[part]]).float().cpu().numpy()
-        return scores
-
-    def _features_for(self, batch: EpisodeBatch) -> torch.Tensor:
-        """A table of features by image id, filled for every image the batch uses.
-
-        Only images not embedded before are embedded; rows of unused images stay zero.
-        """
-        cache = getattr(self, "_embedding_cache", None)
-        if cache is None or cache["key"] != batch.images_key:
-            cache = self._embedding_cache = {"key": batch.images_key, "table": None,
-                                             "done": np.zeros(len(batch.images), dtype=bool)}
-        wanted = np.unique(np.concatenate([batch.support.reshape(-1), batch.query.reshape(-1)]))
-        missing = wanted[~cache["done"][wanted]]
-        for start in range(0, len(missing), self.embed_batch_size):
-            ids = missing[start:start + self.embed_batch_size]
-            with torch.no_grad():
-                features = self.embed(batch.images[ids]).detach()
-            if cache["table"] is None:
-                cache["table"] = features.new_zeros((len(batch.images), features.shape[1]))
-            cache["table"][torch.as_tensor(ids, device=features.device)] = features
-            cache["done"][ids] = True
-        return cache["table"]
+        self.check_is_fitted("embeddings_")
+        return score_by_embedding(batch, self.embed, self.score, self.embeddings_, self.embed_batch_size,
+                                  self.score_chunk_bytes)

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from benchmark.api import Capabilities, EpisodeBatch, FitContext, Method
-from benchmark.check_data import synthetic_splits  # also imported from here by tests and examples
+from benchmark.synthetic import synthetic_splits  # also imported from here by tests and examples
 from tasks.episodes import generate
 
 RULES = ("method_class", "init_stores_params", "predict_before_fit_raises", "fit_returns_self",

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from benchmark import registry
-from benchmark.api import EpisodeBatch, FitContext
+from benchmark.api import EpisodeBatch, FitContext, checked_scores
 from benchmark.checkpoints import CheckpointStore
 from benchmark.config import RunConfig, check_hyperparameters
 from benchmark.errors import BenchmarkError, ConfigError, MethodError
@@ -188,15 +188,7 @@ def _checked_scores(method, batch: EpisodeBatch) -> np.ndarray:
         raise
     except Exception as error:
         raise MethodError(f"predict raised {type(error).__name__}: {error}") from error
-    if isinstance(scores, torch.Tensor):
-        scores = scores.detach().cpu().numpy()
-    scores = np.asarray(scores)
-    if scores.shape != batch.score_shape:
-        raise MethodError(f"predict returned shape {scores.shape}, expected {batch.score_shape} "
-                          f"(episodes, queries, ways)")
-    if not np.issubdtype(scores.dtype, np.number) or not np.isfinite(scores).all():
-        raise MethodError("predict returned NaN, infinite or non-numeric scores")
-    return scores
+    return checked_scores(scores, batch)
 
 
 def _records(run_id: str, method: str, seed: int, task_set: TaskSet, scores: np.ndarray) -> pd.DataFrame:

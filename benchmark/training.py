@@ -1,30 +1,52 @@
-"""What every trained method shares: a validation hold-out, images on the device, validation
-by one-shot episodes, keeping the best weights, and the checkpoint cache.
+"""The one training loop every trained method uses, and what goes with it.
 
-Training sees the background split only. Some background alphabets are held out to choose
-the checkpoint and to stop early; the evaluation alphabets are never touched.
+Read top to bottom: a method builds its network, optimiser and a `step_loss(step)` function
+(sample a batch on the device, forward, return the loss), then calls
+
+    info = load_or_train(self, context, network, params, training_split, VERSION,
+                         lambda: train(self.name, network, optimiser, step_loss, schedule,
+                                       validate_every=..., validate=validator_fn))
+
+`load_or_train` looks the weights up in the checkpoint cache (keyed by the method's name,
+the hyperparameters that shape the weights, the seed, the training data's sha256 and
+VERSION) and only trains when they are not there. `train` runs the steps: it sets every
+learning rate from the one schedule function (`learning_rate_factor`), steps the
+optimiser, validates every `validate_every` steps and at the end, keeps the best weights,
+stops early after `patience` validations without improvement, and shows one progress bar.
+
+Training sees the training split only. Some of its alphabets are held out to validate
+(`split_background`); the test alphabets are never touched.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from benchmark.api import EpisodeBatch, FitContext
-from benchmark.checkpoints import load_state_into
+from benchmark.api import EMBED_BATCH_SIZE, SCORE_CHUNK_BYTES, EpisodeBatch, FitContext, score_by_embedding
+from benchmark.checkpoints import checkpoint_key, load_state_into
+from benchmark.errors import BenchmarkError, MethodError
 from tasks import episodes as episode_sets
 
 VALIDATION_WAYS = 20
+LR_SCHEDULES = ("constant", "cosine", "step", "exponential")
+PROGRESS_EVERY = 50  # steps between loss readings for the progress bar (each one waits for the device)
 
+
+# ---- data for training -------------------------------------------------------------------
 
 def split_background(background, validation_alphabets: int):
-    """(train, validation) splits of the background alphabets.
+    """(train, validation) splits of the training alphabets; validation is None for 0.
 
     The held-out alphabets are spread evenly over the sorted names of those with at least
     VALIDATION_WAYS characters (so 20-way within-alphabet validation is possible). The choice
@@ -66,28 +88,33 @@ def split_tensor(split, size: int, device="cpu") -> torch.Tensor:
     return flat.reshape(split.n_characters, 20, 1, size, size)
 
 
-@dataclass
+def seeded_generator(seed: int, device) -> torch.Generator:
+    """A torch generator on `device`: batches and augmentations are reproducible per seed."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+# ---- validation and keeping the best weights ---------------------------------------------
+
 class Validator:
     """Fixed 20-way (or fewer) within-alphabet one-shot episodes on the held-out alphabets."""
 
-    split: object
-    episodes: int = 200
-    seed: int = 12345
-    _set: object = field(init=False, default=None)
+    def __init__(self, split, episodes: int = 200, seed: int = 12345):
+        largest = episode_sets.max_n_way(split.alphabet, "within")
+        tasks = episode_sets.generate(split.alphabet, split.sha256, "within", min(VALIDATION_WAYS, largest),
+                                      1, 1, episodes, seed)
+        self.batch = EpisodeBatch(split.flat_images, tasks.support, tasks.query, f"validation:{split.sha256}")
+        self.labels = tasks.query_label
 
-    def __post_init__(self):
-        largest = episode_sets.max_n_way(self.split.alphabet, "within")
-        self._set = episode_sets.generate(self.split.alphabet, self.split.sha256, "within",
-                                          min(VALIDATION_WAYS, largest), 1, 1, self.episodes, self.seed)
-
-    def accuracy(self, method) -> float:
-        """One-shot accuracy of `method` (its current weights) on the validation episodes."""
-        method._embedding_cache = None  # embeddings of earlier weights are stale
-        batch = EpisodeBatch(self.split.flat_images, self._set.support, self._set.query,
-                             f"validation:{self.split.sha256}")
-        scores = method.predict(batch)
-        method._embedding_cache = None
-        return float(np.mean(scores.argmax(-1) == self._set.query_label))
+    def accuracy(self, scorer) -> float:
+        """One-shot accuracy of `scorer`'s current weights: anything with `embed(images)` and
+        `score(query, support)` as an EmbeddingMethod has them (its own feature cache is not
+        used: the weights change between validations)."""
+        scores = score_by_embedding(self.batch, scorer.embed, scorer.score, None,
+                                    getattr(scorer, "embed_batch_size", EMBED_BATCH_SIZE),
+                                    getattr(scorer, "score_chunk_bytes", SCORE_CHUNK_BYTES))
+        return float(np.mean(scores.argmax(-1) == self.labels))
 
 
 @dataclass
@@ -111,14 +138,127 @@ class BestKeeper:
         return self.patience > 0 and self.evaluations_since_best >= self.patience
 
 
-def load_or_train(method, context: FitContext, module: torch.nn.Module, key: str, train) -> dict:
-    """Load `module`'s weights from the checkpoint cache, or call `train()` and cache them.
+# ---- the learning rate -------------------------------------------------------------------
 
-    `train()` trains `module` in place and returns a dict of plain facts about the training
-    (steps, best validation accuracy, seconds); the facts are stored with the weights and
-    returned either way, so a run from cache reports how its weights were made.
+@dataclass(frozen=True)
+class Schedule:
+    """How the learning rates move over the steps (see `learning_rate_factor`)."""
+
+    steps: int
+    shape: str = "cosine"  # one of LR_SCHEDULES
+    warmup_steps: int = 0  # a linear ramp from 1/warmup_steps to 1, multiplying the decay
+    decay_start: int = 0  # the decay runs from this step to the last (0: the whole budget)
+    final_factor: float = 0.0  # cosine: the factor it ends at
+    steps_per_epoch: int = 1  # exponential: the steps of one pass over the training images
+    decay_per_epoch: float = 0.01  # exponential: the share lost per epoch (Koch et al.: 1%)
+
+
+def learning_rate_factor(step: int, schedule: Schedule) -> float:
+    """The multiplier of every base learning rate at `step` (0-based): the only LR formula."""
+    warm = min(1.0, (step + 1) / schedule.warmup_steps) if schedule.warmup_steps > 0 else 1.0
+    span = max(1, schedule.steps - schedule.decay_start)
+    elapsed = min(max(0, step - schedule.decay_start), span)
+    if schedule.shape == "cosine":
+        final = schedule.final_factor
+        return warm * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * elapsed / span)))
+    if schedule.shape == "step":  # halve four times, evenly over the decay
+        return warm * 0.5 ** min(4, 5 * elapsed // span)
+    if schedule.shape == "exponential":
+        return warm * (1 - schedule.decay_per_epoch) ** (elapsed / schedule.steps_per_epoch)
+    if schedule.shape == "constant":
+        return warm
+    raise ValueError(f"unknown learning-rate schedule {schedule.shape!r}: use one of {', '.join(LR_SCHEDULES)}")
+
+
+# ---- the loop ------------------------------------------------------------------------------
+
+def train(label: str, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+          step_loss: Callable[[int], torch.Tensor], schedule: Schedule, context: FitContext, *,
+          validate: Callable[[], float] | None = None, validate_every: int = 0, patience: int = 0) -> dict:
+    """Train `module` in place for `schedule.steps` steps; keep the weights that validate best.
+
+    Each step sets the learning rates (base rate x `learning_rate_factor`), computes
+    `step_loss(step)` (0-based), and steps the optimiser. `validate()` returns the accuracy of
+    the current weights; it runs every `validate_every` steps and after the last, and the best
+    weights are restored at the end (without it, the last weights stay); after each one,
+    `context.on_validation(step, accuracy)` is called when set. Returns plain facts for the
+    checkpoint and run.json; its times leave out the time spent validating.
+    """
+    base_rates = [group["lr"] for group in optimizer.param_groups]
+    keeper = BestKeeper(patience if validate else 0)
+    loss_sum, loss_count, history = torch.zeros(()), 0, []
+    progress = context.progress
+    bar = tqdm(total=schedule.steps, desc=f"{label}: training", unit="step", disable=not progress,
+               leave=False, file=sys.stderr)
+    started, validating, step = time.perf_counter(), 0.0, 0
+    module.train()
+    for step in range(1, schedule.steps + 1):
+        factor = learning_rate_factor(step - 1, schedule)
+        for group, base in zip(optimizer.param_groups, base_rates):
+            group["lr"] = base * factor
+        loss = _checked_step(label, step, step_loss, optimizer)
+        loss_sum = loss_sum.to(loss.device) + loss
+        loss_count += 1
+        bar.update(1)
+        if validate and ((validate_every and step % validate_every == 0) or step == schedule.steps):
+            validation_started = time.perf_counter()
+            accuracy = validate()
+            if context.on_validation is not None:
+                context.on_validation(step, accuracy)
+            module.train()
+            validating += time.perf_counter() - validation_started
+            history.append({"step": step, "loss": round(loss_sum.item() / loss_count, 4),
+                            "validation_accuracy": round(accuracy, 4),
+                            "train_seconds": round(time.perf_counter() - started - validating, 1)})
+            loss_sum, loss_count = torch.zeros((), device=loss.device), 0
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{accuracy:.3f}",
+                            best=f"{max(keeper.best_accuracy, accuracy):.3f}")
+            if keeper.update(accuracy, step, module):
+                break
+        elif progress and step % PROGRESS_EVERY == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    seconds = time.perf_counter() - started - validating
+    final_loss = loss_sum.item() / loss_count if loss_count else (history[-1]["loss"] if history else math.nan)
+    if keeper.best_state is not None:
+        module.load_state_dict(keeper.best_state)
+    module.eval()
+    info = {"steps": step, "final_loss": round(final_loss, 4), "train_seconds": round(seconds, 2),
+            "validation_seconds": round(validating, 2), "seconds_per_step": round(seconds / max(step, 1), 4)}
+    if validate:
+        info.update(best_step=keeper.best_step, best_validation_accuracy=round(keeper.best_accuracy, 4),
+                    history=history)
+    return info
+
+
+def _checked_step(label: str, step: int, step_loss, optimizer) -> torch.Tensor:
+    """One optimiser step; a method's own error comes out as one line naming it and the step."""
+    try:
+        loss = step_loss(step - 1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    except BenchmarkError:
+        raise
+    except Exception as error:
+        raise MethodError(f"{label}: training failed at step {step}: {type(error).__name__}: {error}") from error
+    return loss.detach()
+
+
+# ---- the checkpoint cache ------------------------------------------------------------------
+
+def load_or_train(method, context: FitContext, module: torch.nn.Module, params: dict, training_split,
+                  version: int, train_fn: Callable[[], dict]) -> dict:
+    """Load `module`'s weights from the checkpoint cache, or call `train_fn()` and cache them.
+
+    The key is the method's name, `params` (the hyperparameters that shape the weights), the
+    training seed, the training split's sha256 and `version` (bump it when a change to the
+    training code changes the weights the same hyperparameters make). `train_fn()` trains
+    `module` in place and returns plain facts about the training; they are stored with the
+    weights and returned either way, so a run from cache reports how its weights were made.
     """
     store = context.checkpoints
+    key = checkpoint_key(method.name, params, context.seed, training_split.sha256, version=version)
     if store is not None and not context.retrain:
         state = store.load(method.name, key)
         if state is not None and load_state_into(module, state.get("weights"), log=context.log):
@@ -126,17 +266,10 @@ def load_or_train(method, context: FitContext, module: torch.nn.Module, key: str
             context.log(f"{method.name}: loaded trained weights from {info['from_checkpoint']}")
             return info
     started = time.perf_counter()
-    info = dict(train())
+    info = dict(train_fn())
     info.setdefault("train_seconds", round(time.perf_counter() - started, 2))
     if store is not None:
         weights = {k: v.detach().cpu() for k, v in module.state_dict().items()}
         path = store.save(method.name, key, {"weights": weights, "info": info})
         context.log(f"{method.name}: saved trained weights to {path}")
     return info
-
-
-def seeded_generator(seed: int, device) -> torch.Generator:
-    """A torch generator on `device`: batches and augmentations are reproducible per seed."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    return generator

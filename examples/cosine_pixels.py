@@ -27,7 +27,7 @@ class CosinePixels(EmbeddingMethod):
     """Cosine similarity of ink density on a size x size grid, against each class's mean."""
 
     # Nothing to train, no GPU needed, same scores every time.
-    capabilities = Capabilities(needs_training=False, uses_gpu=False, deterministic=True)
+    capabilities = Capabilities(needs_training=False, deterministic=True, uses_gpu=False)
     # Small hyperparameters for the contract check would go here (e.g. {"steps": 5} for a
     # trained method); this one is fast as it is.
     CHECK_PARAMS: dict = {}
@@ -37,11 +37,12 @@ class CosinePixels(EmbeddingMethod):
         # they can be set from the config: --set methods.cosine_pixels.size=15
         self.size = size
 
-    def fit(self, background, context: FitContext) -> CosinePixels:
+    def fit(self, training_split, context: FitContext) -> CosinePixels:
         # Validate hyperparameters here, not in __init__. Fitted state ends in an underscore.
         if not 1 <= self.size <= 105:
             raise ConfigError(f"methods.cosine_pixels.size must be between 1 and 105, got {self.size}")
-        self.grid_ = (self.size, self.size)  # nothing to learn from the background alphabets
+        self.grid_ = (self.size, self.size)  # nothing to learn from the training alphabets
+        self.reset_embeddings()  # an EmbeddingMethod's fit ends here: predict works from now on
         return self
 
     def embed(self, images: np.ndarray) -> torch.Tensor:

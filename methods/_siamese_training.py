@@ -1,5 +1,5 @@
-"""The training loop of the Siamese method: batches sampled on the device, pair losses, the
-two optimiser recipes and their learning-rate schedules.
+"""How the Siamese method trains, on the shared loop (benchmark/training.py): batches sampled
+on the device, pair losses, and the two optimiser recipes.
 
 Two ways to turn a batch into training signal:
 - `koch`: half the pairs show one character twice (two different drawings), half show two
@@ -12,22 +12,17 @@ Two ways to turn a batch into training signal:
 
 from __future__ import annotations
 
-import math
-import sys
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from benchmark.augment import random_affine
-from benchmark.training import BestKeeper
+from benchmark.training import Schedule
 
 PAIRINGS = ("all", "koch")
 RECIPES = ("adam", "sgd")
-SCHEDULES = ("constant", "cosine", "exponential")
 MOMENTUM_START, MOMENTUM_RAMP_EPOCHS = 0.5, 10  # Koch: momentum rises linearly from 0.5
 
 
@@ -129,97 +124,35 @@ def epoch_steps(n_images: int, settings: TrainSettings) -> int:
     return max(1, n_images // settings.batch_images)
 
 
-def learning_rate_factor(step: int, settings: TrainSettings, steps_per_epoch: int) -> float:
-    warm = min(1.0, (step + 1) / settings.warmup_steps) if settings.warmup_steps > 0 else 1.0
-    if settings.lr_schedule == "cosine":
-        return warm * 0.5 * (1 + math.cos(math.pi * min(step, settings.steps) / settings.steps))
-    if settings.lr_schedule == "exponential":  # Koch: 1% less every epoch
-        return warm * (1 - settings.lr_decay_per_epoch) ** (step / steps_per_epoch)
-    return warm
-
-
-def set_schedule(optimizer, base_rates, step: int, settings: TrainSettings, steps_per_epoch: int) -> None:
-    factor = learning_rate_factor(step, settings, steps_per_epoch)
-    ramp = min(1.0, step / (steps_per_epoch * MOMENTUM_RAMP_EPOCHS))
-    for group, base in zip(optimizer.param_groups, base_rates):
-        group["lr"] = base * factor
-        if settings.recipe == "sgd":
-            group["momentum"] = MOMENTUM_START + ramp * (settings.momentum - MOMENTUM_START)
-
-
-class Trainer:
-    """One optimisation step at a time: sample a batch on the device, distort it, score its
-    pairs, step the optimiser. `train` loops over it; benchmarks time it on its own."""
+class PairTrainer:
+    """The Siamese net's side of the training loop (benchmark.training.train): the optimiser,
+    the learning-rate schedule, and the loss of one step (sample a batch on the device,
+    distort it, score its pairs)."""
 
     def __init__(self, net, data: torch.Tensor, settings: TrainSettings, generator: torch.Generator):
         self.net, self.data, self.settings, self.generator = net, data, settings, generator
         self.cuda = data.device.type == "cuda"
         self.optimizer = make_optimizer(net, settings)
-        self.base_rates = [group["lr"] for group in self.optimizer.param_groups]
         self.steps_per_epoch = epoch_steps(data.shape[0] * data.shape[1], settings)
         self.embed = torch.compile(net.embedding) if settings.compile else net.embedding
 
-    def step(self, index: int) -> torch.Tensor:
-        """Step `index` (0-based, for the schedules); returns the loss, still on the device."""
+    def schedule(self) -> Schedule:
+        """Warm-up multiplying a decay over the whole budget (Koch: 1% less every epoch)."""
         settings = self.settings
-        set_schedule(self.optimizer, self.base_rates, index, settings, self.steps_per_epoch)
+        return Schedule(settings.steps, settings.lr_schedule, warmup_steps=settings.warmup_steps,
+                        steps_per_epoch=self.steps_per_epoch, decay_per_epoch=settings.lr_decay_per_epoch)
+
+    def loss(self, index: int) -> torch.Tensor:
+        """The loss of step `index` (0-based, for the momentum ramp), still on the device."""
+        settings = self.settings
+        if settings.recipe == "sgd":  # Koch: momentum rises linearly over the first epochs
+            ramp = min(1.0, index / (self.steps_per_epoch * MOMENTUM_RAMP_EPOCHS))
+            for group in self.optimizer.param_groups:
+                group["momentum"] = MOMENTUM_START + ramp * (settings.momentum - MOMENTUM_START)
         images, targets = sample_batch(self.data, settings, self.generator)
         if settings.augment_probability > 0:
             images = random_affine(images, self.generator, probability=settings.augment_probability)
         images = images.contiguous(memory_format=torch.channels_last)  # as the network's weights
         with torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else nullcontext():
             features = self.embed(images)
-            loss = pair_loss(self.net, features.float(), targets, settings.pairing)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
-
-
-def train(net, data: torch.Tensor, settings: TrainSettings, generator: torch.Generator,
-          validate=None, progress: bool = True, label: str = "siamese") -> dict:
-    """Train `net` in place on `data` (C, 20, 1, s, s); keep the weights that validate best.
-
-    `validate(step)` returns the current validation accuracy (or the loop keeps the last
-    weights when it is None). Returns plain facts about the training; its times leave out
-    the time spent validating.
-    """
-    trainer = Trainer(net, data, settings, generator)
-    keeper = BestKeeper(patience=settings.patience if validate else 0)
-    history, loss_sum, loss_count, step = [], torch.zeros((), device=data.device), 0, 0
-    bar = tqdm(total=settings.steps, desc=f"{label}: training", unit="step", disable=not progress,
-               leave=False, file=sys.stderr)
-    started, validating = time.perf_counter(), 0.0
-    net.train()
-    for step in range(1, settings.steps + 1):
-        loss = trainer.step(step - 1)
-        loss_sum += loss
-        loss_count += 1
-        bar.update(1)
-        last = step == settings.steps
-        if validate and (step % settings.validate_every == 0 or last):
-            mean_loss = (loss_sum / loss_count).item()  # one device sync per validation
-            loss_sum.zero_()
-            loss_count = 0
-            validation_started = time.perf_counter()
-            accuracy = validate(step)
-            net.train()
-            validating += time.perf_counter() - validation_started
-            history.append({"step": step, "loss": round(mean_loss, 4),
-                            "validation_accuracy": round(accuracy, 4),
-                            "train_seconds": round(time.perf_counter() - started - validating, 1)})
-            bar.set_postfix(loss=f"{mean_loss:.3f}", val=f"{accuracy:.3f}",
-                            best=f"{max(keeper.best_accuracy, accuracy):.3f}")
-            if keeper.update(accuracy, step, net):
-                break
-        elif progress and step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", best=f"{keeper.best_accuracy:.3f}")
-    bar.close()
-    seconds = time.perf_counter() - started - validating
-    if keeper.best_state is not None:
-        net.load_state_dict(keeper.best_state)
-    net.eval()
-    return {"steps": step, "best_step": keeper.best_step if validate else step,
-            "best_validation_accuracy": round(keeper.best_accuracy, 4) if validate else None,
-            "train_seconds": round(seconds, 2), "validation_seconds": round(validating, 2),
-            "seconds_per_step": round(seconds / max(step, 1), 4), "history": history}
+            return pair_loss(self.net, features.float(), targets, settings.pairing)

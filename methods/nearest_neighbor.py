@@ -13,13 +13,13 @@ from benchmark.registry import register_method
 class NearestNeighbor(EmbeddingMethod):
     """1-NN on the 105x105 pixels, L2 distance (k-shot: the nearest of a class's k images)."""
 
-    capabilities = Capabilities(needs_training=False, uses_gpu=False, deterministic=True)
+    capabilities = Capabilities(needs_training=False, deterministic=True, uses_gpu=False)
 
     def __init__(self):
         pass
 
-    def fit(self, background, context) -> NearestNeighbor:
-        self.is_fitted_ = True  # nothing to learn
+    def fit(self, training_split, context) -> NearestNeighbor:
+        self.reset_embeddings()  # nothing to learn: an empty cache of pixel vectors
         return self
 
     def embed(self, images: np.ndarray) -> torch.Tensor:

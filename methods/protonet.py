@@ -10,24 +10,18 @@ class of its own. A few background alphabets are held out to keep the best weigh
 
 from __future__ import annotations
 
-import math
-import sys
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from benchmark.api import Capabilities, EmbeddingMethod, FitContext
 from benchmark.augment import random_affine
-from benchmark.checkpoints import checkpoint_key
 from benchmark.errors import ConfigError
 from benchmark.nets import ConvNet4
 from benchmark.registry import register_method
-from benchmark.training import (BestKeeper, Validator, load_or_train, resize_images, seeded_generator,
-                                split_background, split_tensor)
+from benchmark.training import (LR_SCHEDULES, Schedule, Validator, load_or_train, resize_images,
+                                seeded_generator, split_background, split_tensor, train)
 
-LR_SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("auto", "bf16", "fp32")
 # Bump when a change to training makes cached weights wrong for the same hyperparameters.
 TRAINING_VERSION = 1
@@ -80,7 +74,7 @@ def rotate_quarter_turns(images: torch.Tensor, turns: torch.Tensor) -> torch.Ten
 class PrototypicalNetwork(EmbeddingMethod):
     """Prototypical networks (Snell et al. 2017): conv4 embedding trained on episodes, nearest class mean."""
 
-    capabilities = Capabilities(needs_training=True, uses_gpu=True, deterministic=True)
+    capabilities = Capabilities(needs_training=True, deterministic=True, uses_gpu=True)
     # Small enough for the contract checks (benchmark/checks.py) to train in seconds.
     CHECK_PARAMS = {"steps": 10, "train_ways": 5, "train_queries": 2, "channels": 8,
                     "validate_every": 5, "validation_episodes": 20}
@@ -108,7 +102,7 @@ class PrototypicalNetwork(EmbeddingMethod):
 
     # ---- fitting -------------------------------------------------------------------------
 
-    def fit(self, background, context: FitContext) -> PrototypicalNetwork:
+    def fit(self, training_split, context: FitContext) -> PrototypicalNetwork:
         self._check_params()
         device = torch.device(context.device)
         # Initialise from the training seed alone, without touching torch's global generator.
@@ -119,11 +113,11 @@ class PrototypicalNetwork(EmbeddingMethod):
         self.device_ = device
         self.training_precision_ = training_precision(self.precision, device)
         # The resolved precision is part of the key: "auto" trains differently on other hardware.
-        key = checkpoint_key(self.name, dict(self.get_params(), precision=self.training_precision_),
-                             context.seed, background.sha256, version=TRAINING_VERSION)
-        self.training_info_ = load_or_train(self, context, self.network_, key,
-                                            lambda: self._train(background, context))
+        params = dict(self.get_params(), precision=self.training_precision_)
+        self.training_info_ = load_or_train(self, context, self.network_, params, training_split, TRAINING_VERSION,
+                                            lambda: self._train(training_split, context))
         self.network_.eval()
+        self.reset_embeddings()
         return self
 
     def _check_params(self) -> None:
@@ -149,68 +143,43 @@ class PrototypicalNetwork(EmbeddingMethod):
         if not 0 <= self.affine_probability <= 1:
             raise ConfigError(f"protonet: affine_probability must be in [0, 1], got {self.affine_probability}")
 
-    def _train(self, background, context: FitContext) -> dict:
+    def _train(self, training_split, context: FitContext) -> dict:
         device = self.device_
-        train_split, validation_split = split_background(background, self.validation_alphabets)
+        train_split, validation_split = split_background(training_split, self.validation_alphabets)
         images = split_tensor(train_split, self.image_size, device)  # (C, 20, 1, s, s)
         sampler = EpisodeSampler(images, self.train_ways, self.train_shots, self.train_queries,
                                  self.rotations, seeded_generator(context.seed, device))
-        validator = (Validator(validation_split, episodes=self.validation_episodes)
-                     if validation_split is not None else None)
-        optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
-        keeper = BestKeeper(self.patience)
         labels = torch.arange(sampler.ways, device=device).repeat_interleave(self.train_queries)
-        bar = tqdm(range(1, self.steps + 1), desc=f"{self.name}: training", unit="step",
-                   disable=not context.progress, leave=False, file=sys.stderr)
-        running_loss, validation_accuracy, stopped_at, history = None, None, self.steps, []
-        self.network_.train()
-        for step in bar:
-            batch = sampler.sample()  # (ways, shots + queries, 1, s, s)
-            flat = batch.flatten(0, 1)
+        bf16 = self.training_precision_ == "bf16"
+
+        def step_loss(step: int) -> torch.Tensor:
+            flat = sampler.sample().flatten(0, 1)  # ways x (shots + queries) images
             if self.affine_probability > 0:
                 flat = random_affine(flat, sampler.generator, probability=self.affine_probability)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.training_precision_ == "bf16"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 features = self.network_(flat.contiguous(memory_format=torch.channels_last)).float()
             features = features.reshape(sampler.ways, self.train_shots + self.train_queries, -1)
             centres = prototypes(features[:, :self.train_shots][None])  # (1, ways, d)
             queries = features[:, self.train_shots:].reshape(1, -1, features.shape[-1])
-            loss = F.cross_entropy(negative_squared_distances(queries, centres)[0], labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            running_loss = loss.item() if running_loss is None else 0.95 * running_loss + 0.05 * loss.item()
-            if validator is not None and (step % self.validate_every == 0 or step == self.steps):
-                validation_accuracy = validator.accuracy(self)  # predicts in eval mode
-                history.append([step, round(validation_accuracy, 4)])
-                self.network_.train()
-                stop = keeper.update(validation_accuracy, step, self.network_)
-                if stop:
-                    stopped_at = step
-                    break
-            bar.set_postfix(loss=f"{running_loss:.3f}",
-                            val=f"{validation_accuracy:.3f}" if validation_accuracy is not None else "-")
-        bar.close()
-        if keeper.best_state is not None:
-            self.network_.load_state_dict(keeper.best_state)
-        self.network_.eval()
-        info = {"steps": stopped_at, "final_loss": round(float(running_loss), 4),
-                "train_classes": sampler.n_classes}
-        if validator is not None:
-            info.update(best_step=keeper.best_step, best_validation_accuracy=keeper.best_accuracy,
-                        validation_alphabets=validation_split.alphabets(), validation_history=history)
-            context.log(f"{self.name}: best validation accuracy {keeper.best_accuracy:.3f} "
-                        f"(20-way within held-out alphabets) at step {keeper.best_step}")
-        return info
+            return F.cross_entropy(negative_squared_distances(queries, centres)[0], labels)
 
-    def _lr_factor(self, step: int) -> float:
-        """Multiplier of the learning rate after `step` optimizer steps."""
-        if self.lr_schedule == "cosine":  # to 1% of the rate at the end of the budget
-            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
-        if self.lr_schedule == "step":  # halve four times, evenly over the budget
-            return 0.5 ** min(4, 5 * step // self.steps)
-        return 1.0
+        validate = None
+        if validation_split is not None:
+            validator = Validator(validation_split, episodes=self.validation_episodes)
+            validate = lambda: validator.accuracy(self)  # noqa: E731 -- predicts in eval mode
+        optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate)
+        # Cosine to 1% of the rate at the end of the budget; "step" halves it four times;
+        # "exponential" loses 1% per pass over the training images.
+        epoch = max(1, images.shape[0] * images.shape[1] // (sampler.ways * sampler.per_class))
+        schedule = Schedule(self.steps, self.lr_schedule, final_factor=0.01, steps_per_epoch=epoch)
+        info = train(self.name, self.network_, optimizer, step_loss, schedule, context, validate=validate,
+                     validate_every=self.validate_every, patience=self.patience)
+        info["train_classes"] = sampler.n_classes
+        if validate is not None:
+            info["validation_alphabets"] = validation_split.alphabets()
+            context.log(f"{self.name}: best validation accuracy {info['best_validation_accuracy']:.3f} "
+                        f"(20-way within held-out alphabets) at step {info['best_step']}")
+        return info
 
     # ---- inference -----------------------------------------------------------------------
 

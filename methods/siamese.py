@@ -18,11 +18,10 @@ import numpy as np
 import torch
 
 from benchmark.api import Capabilities, EmbeddingMethod, FitContext
-from benchmark.checkpoints import checkpoint_key
 from benchmark.errors import ConfigError
 from benchmark.registry import register_method
-from benchmark.training import (Validator, load_or_train, resize_images, seeded_generator, split_background,
-                                split_tensor)
+from benchmark.training import (LR_SCHEDULES, Validator, load_or_train, resize_images, seeded_generator, split_background,
+                                split_tensor, train)
 from methods import _siamese_training as training
 from methods._siamese_nets import ARCHITECTURES, SiameseNet
 
@@ -52,7 +51,7 @@ PRESETS = {
 class Siamese(EmbeddingMethod):
     """Convolutional Siamese network (Koch et al. 2015): |h1 - h2| head; compact on CPU, koch on GPU."""
 
-    capabilities = Capabilities(needs_training=True, uses_gpu=True, deterministic=True)
+    capabilities = Capabilities(needs_training=True, deterministic=True, uses_gpu=True)
     # Small settings for the contract checks (benchmark/checks.py): seconds, not minutes.
     CHECK_PARAMS: ClassVar[dict] = {"architecture": "compact", "image_size": 32, "channels": 16,
                                     "steps": 20, "batch_images": 16, "learning_rate": 1e-2,
@@ -114,7 +113,7 @@ class Siamese(EmbeddingMethod):
 
     def _check_choices(self) -> None:
         choices = {"architecture": ARCHITECTURES + ("auto",), "pairing": training.PAIRINGS,
-                   "recipe": training.RECIPES, "lr_schedule": training.SCHEDULES,
+                   "recipe": training.RECIPES, "lr_schedule": LR_SCHEDULES,
                    "shot_aggregation": AGGREGATIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -140,18 +139,17 @@ class Siamese(EmbeddingMethod):
         fields = training.TrainSettings.__dataclass_fields__
         return training.TrainSettings(**{name: params[name] for name in fields})
 
-    def fit(self, background, context: FitContext) -> Siamese:
+    def fit(self, training_split, context: FitContext) -> Siamese:
         self.initialise_network(context)
-        key = checkpoint_key(self.name, self.params_, context.seed, background.sha256,
-                             version=TRAINING_VERSION)
-        self.training_info_ = load_or_train(self, context, self.network_, key,
-                                            lambda: self.train_network(background, context))
+        self.training_info_ = load_or_train(self, context, self.network_, self.params_, training_split,
+                                            TRAINING_VERSION, lambda: self.train_network(training_split, context))
         self.network_.eval()
         best = self.training_info_.get("best_validation_accuracy")
         context.log(f"{self.name}: {self.architecture_} at {self.input_size_}x{self.input_size_}, "
                     f"{self.training_info_.get('steps')} steps"
                     + (f", best validation accuracy {best:.3f} at step {self.training_info_.get('best_step')}"
                        if best is not None else ""))
+        self.reset_embeddings()
         return self
 
     def initialise_network(self, context: FitContext) -> None:
@@ -172,29 +170,19 @@ class Siamese(EmbeddingMethod):
         # channels_last on a CPU too: a third faster for the compact net (max-pooling mostly).
         self.network_ = net.to(device).to(memory_format=torch.channels_last)
 
-    def train_network(self, background, context: FitContext, observe=None) -> dict:
-        """Train `network_` in place on the background split; return facts about the training.
-
-        `observe(method, step, validation_accuracy)`, if given, is called after each
-        validation; benchmarks use it to report progress on other episodes as training goes.
-        It cannot change which weights are kept.
-        """
+    def train_network(self, training_split, context: FitContext) -> dict:
+        """Train `network_` in place on the training split; return facts about the training."""
         device = torch.device(context.device)
-        train_split, validation_split = split_background(background, self.params_["validation_alphabets"])
+        train_split, validation_split = split_background(training_split, self.params_["validation_alphabets"])
         data = split_tensor(train_split, self.input_size_, device)
         validate = None
         if validation_split is not None:
             validator = Validator(validation_split, episodes=self.params_["validation_episodes"])
-
-            def validate(step: int) -> float:
-                accuracy = validator.accuracy(self)
-                if observe is not None:
-                    observe(self, step, accuracy)
-                return accuracy
-
-        generator = seeded_generator(context.seed, device)
-        info = training.train(self.network_, data, self.settings(self.params_), generator, validate,
-                              progress=context.progress, label=self.name)
+            validate = lambda: validator.accuracy(self)  # noqa: E731
+        settings = self.settings(self.params_)
+        trainer = training.PairTrainer(self.network_, data, settings, seeded_generator(context.seed, device))
+        info = train(self.name, self.network_, trainer.optimizer, trainer.loss, trainer.schedule(), context,
+                     validate=validate, validate_every=settings.validate_every, patience=settings.patience)
         return dict(info, architecture=self.architecture_, image_size=self.input_size_, device=str(device))
 
     # --------------------------------------------------------------------------- prediction

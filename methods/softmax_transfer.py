@@ -10,23 +10,20 @@ the head then scores the queries. Every episode of a batch is fine-tuned at once
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from benchmark.api import Capabilities, EmbeddingMethod, FitContext
 from benchmark.augment import random_affine
-from benchmark.checkpoints import checkpoint_key
 from benchmark.errors import ConfigError
 from benchmark.nets import ConvNet4
 from benchmark.registry import register_method
-from benchmark.training import (BestKeeper, Validator, load_or_train, resize_images, seeded_generator,
-                                split_background, split_tensor)
+from benchmark.training import (Schedule, Validator, load_or_train, resize_images, seeded_generator,
+                                split_background, split_tensor, train)
 from methods._episode_finetune import ADAPT_CHOICES, FineTuneSettings, LastBlock, classify, fine_tune_heads
 
 # Hyperparameters that shape the trained trunk (and so its checkpoint); the others only
@@ -41,7 +38,7 @@ TRAINING_VERSION = 1
 class SoftmaxTransfer(EmbeddingMethod):
     """Background-character softmax classifier; a new head fine-tuned on each episode's supports."""
 
-    capabilities = Capabilities(needs_training=True, uses_gpu=True, deterministic=True)
+    capabilities = Capabilities(needs_training=True, deterministic=True, uses_gpu=True)
     # Small enough for the contract checks on tiny synthetic data to run in seconds.
     CHECK_PARAMS: ClassVar[dict] = {"channels": 8, "steps": 20, "batch_size": 16, "validation_alphabets": 1,
                                     "validate_every": 10, "finetune_steps": 5}
@@ -77,73 +74,55 @@ class SoftmaxTransfer(EmbeddingMethod):
 
     # ---- training ------------------------------------------------------------------------
 
-    def fit(self, background, context: FitContext) -> SoftmaxTransfer:
+    def fit(self, training_split, context: FitContext) -> SoftmaxTransfer:
         self._check_params()
         device = torch.device(context.device)
-        train, validation = split_background(background, self.validation_alphabets)
+        train_split, validation = split_background(training_split, self.validation_alphabets)
         # Layers are initialised from the training seed without touching torch's global generator.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(context.seed)
             trunk = ConvNet4(self.channels).to(device)
-            classifier = nn.Linear(self._feature_size(), train.n_characters).to(device)
+            classifier = nn.Linear(self._feature_size(), train_split.n_characters).to(device)
         params = {name: getattr(self, name) for name in TRAINING_PARAMS}
-        key = checkpoint_key(self.name or "softmax_transfer", params, context.seed, background.sha256,
-                             version=TRAINING_VERSION)
-        info = load_or_train(self, context, trunk, key,
-                             lambda: self._train(trunk, classifier, train, validation, context, device))
+        info = load_or_train(self, context, trunk, params, training_split, TRAINING_VERSION,
+                             lambda: self._train(trunk, classifier, train_split, validation, context, device))
         # channels_last makes the CPU's pooling and convolutions of embedding about 1.7x faster.
         self.trunk_ = trunk.eval().to(memory_format=torch.channels_last)
         self.device_ = device
         self.training_info_ = info
         self.last_block_ = self._last_block() if self.adapt == "head+last" else None
+        self.reset_embeddings()
         return self
 
-    def _train(self, trunk, classifier, train, validation, context, device) -> dict:
-        images = split_tensor(train, self.image_size, device)  # (characters, 20, 1, s, s)
+    def _train(self, trunk, classifier, train_split, validation, context, device) -> dict:
+        images = split_tensor(train_split, self.image_size, device)  # (characters, 20, 1, s, s)
         n_characters = images.shape[0]
         generator = seeded_generator(context.seed, device)
-        parameters = list(trunk.parameters()) + list(classifier.parameters())
-        optimiser = torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
-        warmup = max(1, self.steps // 20)
 
-        def rate(step):  # linear warm-up, then cosine decay to zero at the end of the budget
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, self.steps - warmup)))
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, rate)
-        validator = Validator(validation) if validation is not None else None
-        keeper = BestKeeper(self.patience)
-        bar = tqdm(range(1, self.steps + 1), desc="softmax_transfer: training", unit="step",
-                   disable=not context.progress, leave=False)
-        trunk.train()
-        for step in bar:
+        def step_loss(step: int) -> torch.Tensor:
             characters = torch.randint(n_characters, (self.batch_size,), device=device, generator=generator)
             drawings = torch.randint(20, (self.batch_size,), device=device, generator=generator)
             batch = images[characters, drawings]
             if self.augment:
                 batch = random_affine(batch, generator)
-            loss = F.cross_entropy(classifier(trunk(batch)), characters, label_smoothing=self.label_smoothing)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            first_loss = loss.item() if step == 1 else first_loss
-            if validator is not None and (step % self.validate_every == 0 or step == self.steps):
-                accuracy = validator.accuracy(_PrototypeProbe(trunk, self.image_size, device))
-                trunk.train()
-                bar.set_postfix(loss=f"{loss.item():.3f}", validation=f"{accuracy:.3f}")
-                if keeper.update(accuracy, step, trunk):
-                    break
-        if keeper.best_state is not None:
-            trunk.load_state_dict(keeper.best_state)
-        info = {"steps": step, "first_loss": round(first_loss, 4), "final_loss": round(loss.item(), 4),
-                "train_characters": n_characters}
-        if validator is not None:
-            info.update(best_step=keeper.best_step, validation_accuracy=round(keeper.best_accuracy, 4),
-                        validation_alphabets=sorted(validation.alphabets()))
-            context.log(f"softmax_transfer: best 20-way validation accuracy {keeper.best_accuracy:.3f} "
-                        f"(cosine to supports) at step {keeper.best_step} of {step}")
+            return F.cross_entropy(classifier(trunk(batch)), characters, label_smoothing=self.label_smoothing)
+
+        validate = None
+        if validation is not None:
+            validator, probe = Validator(validation), _CosineProbe(trunk, self.image_size, device)
+            validate = lambda: validator.accuracy(probe)  # noqa: E731
+        parameters = list(trunk.parameters()) + list(classifier.parameters())
+        optimiser = torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
+        # Linear warm-up over the first 5% of the steps, then cosine decay to zero at the end.
+        warmup = max(1, self.steps // 20)
+        schedule = Schedule(self.steps, "cosine", warmup_steps=warmup, decay_start=warmup)
+        info = train(self.name, trunk, optimiser, step_loss, schedule, context, validate=validate,
+                     validate_every=self.validate_every, patience=self.patience)
+        info["train_characters"] = n_characters
+        if validate is not None:
+            info["validation_alphabets"] = sorted(validation.alphabets())
+            context.log(f"{self.name}: best 20-way validation accuracy {info['best_validation_accuracy']:.3f} "
+                        f"(cosine to supports) at step {info['best_step']} of {info['steps']}")
         return info
 
     # ---- episodes ------------------------------------------------------------------------
@@ -191,7 +170,7 @@ class SoftmaxTransfer(EmbeddingMethod):
                               f"got {self.finetune_steps}")
 
 
-class _PrototypeProbe(EmbeddingMethod):
+class _CosineProbe:
     """The trunk under training seen as a cosine nearest-support classifier, for validation.
 
     Validating the trunk this way, rather than with the fine-tuning, keeps the trained weights
@@ -200,10 +179,6 @@ class _PrototypeProbe(EmbeddingMethod):
 
     def __init__(self, trunk: nn.Module, image_size: int, device):
         self.trunk, self.image_size, self.device = trunk, image_size, device
-        self.is_fitted_ = True
-
-    def fit(self, background, context):
-        return self
 
     def embed(self, images: np.ndarray) -> torch.Tensor:
         self.trunk.eval()

@@ -18,6 +18,10 @@ class Named:
     name = "toy"
 
 
+class Split:
+    sha256 = "d" * 64
+
+
 def make_model(width=3):
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.BatchNorm1d(width))
@@ -158,17 +162,17 @@ def test_a_corrupt_or_foreign_checkpoint_is_retrained_by_load_or_train(store):
         return train
 
     model = make_model()
-    load_or_train(Named(), context, model, KEY, train_into(model))
+    load_or_train(Named(), context, model, {"width": 3}, Split(), 1, train_into(model))
     reloaded = make_model()
-    load_or_train(Named(), context, reloaded, KEY, train_into(reloaded))
+    load_or_train(Named(), context, reloaded, {"width": 3}, Split(), 1, train_into(reloaded))
     assert calls == [1] and torch.equal(reloaded[0].weight, model[0].weight)
 
     damage_flip_a_weight(store.path("toy", KEY))
     again = make_model()
-    load_or_train(Named(), context, again, KEY, train_into(again))
+    load_or_train(Named(), context, again, {"width": 3}, Split(), 1, train_into(again))
     assert calls == [1, 1] and any("corrupt" in m for m in store.messages)
     assert torch.equal(again[0].weight, torch.full_like(again[0].weight, 0.5))  # trained, not the flip
 
     wider = make_model(width=5)  # a checkpoint made for another architecture under this key
-    load_or_train(Named(), context, wider, KEY, train_into(wider))
+    load_or_train(Named(), context, wider, {"width": 3}, Split(), 1, train_into(wider))
     assert calls == [1, 1, 1]

@@ -94,9 +94,10 @@ def test_embedding_cache_reuses_features_and_chunks_give_the_same_scores(monkeyp
 def test_refit_forgets_cached_embeddings():
     method = fitted("nearest_neighbor")
     method.predict(batch_for(episodes()))
-    assert method._embedding_cache is not None
+    cache = method.embeddings_
+    assert cache.table is not None
     method.fit(DATA.background, FitContext(progress=False))
-    assert method._embedding_cache is None
+    assert method.embeddings_ is not cache and method.embeddings_.table is None
 
 
 def test_batch_is_read_only_so_methods_cannot_mutate_inputs():

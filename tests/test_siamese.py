@@ -13,7 +13,7 @@ from benchmark.checkpoints import CheckpointStore
 from benchmark.config import config_from_dict
 from benchmark.errors import ConfigError
 from benchmark.runner import RunOptions, run_benchmark
-from benchmark.training import split_tensor
+from benchmark.training import learning_rate_factor, split_tensor, train
 from methods import _siamese_training as training
 from methods import siamese as siamese_module
 from methods._siamese_nets import KOCH_PARAMETERS, SiameseNet, count_parameters
@@ -106,7 +106,8 @@ def test_a_few_training_steps_lower_the_loss():
             return training.pair_loss(model, model(fixed[0]), fixed[1], "all").item()
 
     before = loss_on_fixed_batch(net)
-    info = training.train(net, data, settings, torch.Generator().manual_seed(0), progress=False)
+    trainer = training.PairTrainer(net, data, settings, torch.Generator().manual_seed(0))
+    info = train("siamese", net, trainer.optimizer, trainer.loss, trainer.schedule(), FitContext(progress=False))
     assert info["steps"] == 40
     assert loss_on_fixed_batch(net) < 0.9 * before
 
@@ -267,16 +268,19 @@ def test_optimizer_groups_carry_per_layer_rates_and_l2():
 
 
 def test_schedules_warm_up_decay_and_ramp_momentum():
-    cosine = settings_for(steps=100, warmup_steps=10, lr_schedule="cosine")
-    assert training.learning_rate_factor(0, cosine, 10) == pytest.approx(0.1)
-    assert training.learning_rate_factor(50, cosine, 10) == pytest.approx(0.5)
-    assert training.learning_rate_factor(100, cosine, 10) == pytest.approx(0.0)
-    koch = settings_for(steps=1000, warmup_steps=0, lr_schedule="exponential", recipe="sgd", momentum=0.9)
-    assert training.learning_rate_factor(20, koch, 10) == pytest.approx(0.99 ** 2)  # 1% less an epoch
+    data = torch.zeros((10, 20, 1, 28, 28))  # 200 images: an epoch of 10 steps at 20 a batch
+    cosine = settings_for(steps=100, warmup_steps=10, lr_schedule="cosine", batch_images=20)
     net = SiameseNet("compact", 28, channels=4)
-    optimizer = training.make_optimizer(net, koch)
-    base = [group["lr"] for group in optimizer.param_groups]
-    training.set_schedule(optimizer, base, 0, koch, 10)
-    assert optimizer.param_groups[0]["momentum"] == pytest.approx(0.5)
-    training.set_schedule(optimizer, base, 10 * training.MOMENTUM_RAMP_EPOCHS, koch, 10)
-    assert optimizer.param_groups[0]["momentum"] == pytest.approx(0.9)
+    schedule = training.PairTrainer(net, data, cosine, torch.Generator()).schedule()
+    # The warm-up multiplies a decay that runs over the whole budget.
+    assert learning_rate_factor(0, schedule) == pytest.approx(0.1)
+    assert learning_rate_factor(50, schedule) == pytest.approx(0.5)
+    assert learning_rate_factor(100, schedule) == pytest.approx(0.0)
+    koch = settings_for(steps=1000, warmup_steps=0, lr_schedule="exponential", recipe="sgd", momentum=0.9,
+                        batch_images=20)
+    trainer = training.PairTrainer(net, data, koch, torch.Generator())
+    assert learning_rate_factor(20, trainer.schedule()) == pytest.approx(0.99 ** 2)  # 1% less an epoch
+    trainer.loss(0)
+    assert trainer.optimizer.param_groups[0]["momentum"] == pytest.approx(0.5)
+    trainer.loss(10 * training.MOMENTUM_RAMP_EPOCHS)
+    assert trainer.optimizer.param_groups[0]["momentum"] == pytest.approx(0.9)
