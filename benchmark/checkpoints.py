@@ -10,7 +10,7 @@ contents do not hash to the sha256 saved with them), made for another key, or ho
 anything but plain containers and tensors. Loading uses `torch.load(weights_only=True)`,
 so unpickling never runs code or builds arbitrary objects.
 
-Trained methods use it like this (`benchmark.training.load_or_train` does it for them):
+Trained methods do not use it directly: `benchmark.training.load_or_train` does, like this:
 
     state = context.checkpoints.load(self.name, key)
     if state is None or not load_state_into(model, state["weights"], log=context.log):
@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from benchmark.files import atomic_output
 
 CHECKPOINT_FORMAT = 1
 
@@ -100,12 +101,8 @@ class CheckpointStore:
     def save(self, method_name: str, key: str, state: dict) -> Path:
         path = self.path(method_name, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + f".tmp{os.getpid()}")
-        try:
-            torch.save({"key": key, "state": state, "sha256": state_sha256(state)}, temporary)
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        with atomic_output(path) as handle:
+            torch.save({"key": key, "state": state, "sha256": state_sha256(state)}, handle)
         return path
 
 

@@ -1,14 +1,19 @@
-"""The method contract as executable checks, in the spirit of scikit-learn's `check_estimator`.
+"""The method contract as executable checks, in the spirit of scikit-learn's `check_estimator`
+and `parametrize_with_checks`.
 
-    from benchmark.checks import check_method
+    from benchmark.checks import check_method, parametrize_with_checks
 
-    def test_my_method_meets_the_contract():
-        check_method(MyMethod)                   # or check_method(MyMethod, {"steps": 5})
+    @parametrize_with_checks([MyMethod])          # one pytest item per (method, rule)
+    def test_my_method_meets_the_contract(method_class, check):
+        check(method_class)
 
-`check_method` fits and predicts on tiny synthetic Omniglot-like data (benchmark/check_data.py:
-characters are distinct blocky blobs, so every sensible method separates them), and raises
-`CheckFailure` (an AssertionError) naming the method and the first rule it breaks. The rules,
-in the order they run (`RULES`):
+    def test_all_rules_at_once():
+        check_method(MyMethod)                    # stops at the first broken rule
+
+Each rule is a free function of `RULES`, run on its own fresh instance and its own tiny
+synthetic Omniglot-like data (benchmark/synthetic.py: distinct blocky blobs, so every
+sensible method separates them); a broken rule raises `CheckFailure` (an AssertionError)
+naming the method and the rule. The rules:
 
 - `method_class`: a concrete `benchmark.api.Method` subclass whose `capabilities` is a
   `Capabilities` and whose constructor takes named arguments only.
@@ -19,9 +24,9 @@ in the order they run (`RULES`):
 - `fit_returns_self` and `fit_keeps_params`: `fit` returns the method itself and leaves its
   hyperparameters as they were (run.json records them after fitting).
 - `scores_shape_and_finite`: scores of shape (episodes, queries, N), numeric and finite, for
-  N in {2, 5, 20} and k in {1, 5}.
-- `inputs_not_mutated`: the background split and the batch arrays are unchanged after
-  `fit` and `predict` (read-only flags do not stop in-place writes through torch).
+  N in {2, 5, 20} and k in {1, 5} (`benchmark.api.checked_scores`, as the runner checks them).
+- `inputs_not_mutated`: the training split and the batch arrays are unchanged after `fit`
+  and `predict` (read-only flags do not stop in-place writes through torch).
 - `deterministic` (when `capabilities.deterministic`): the same seed gives the same scores,
   whether `predict` is called twice or a second instance is fitted. Like the runner, the
   check seeds torch's global generator with the seed before each `fit`.
@@ -41,24 +46,25 @@ Methods tune the check on the class, so every test that checks them agrees:
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import hashlib
 import inspect
+import io
 import os
-import sys
-import threading
-from collections.abc import Iterable, Mapping
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmark.api import Capabilities, EpisodeBatch, FitContext, Method
-from benchmark.synthetic import synthetic_splits  # also imported from here by tests and examples
+from benchmark.api import Capabilities, EpisodeBatch, FitContext, Method, checked_scores
+from benchmark.errors import MethodError
+from benchmark.synthetic import synthetic_splits
 from tasks.episodes import generate
 
-RULES = ("method_class", "init_stores_params", "predict_before_fit_raises", "fit_returns_self",
-         "fit_keeps_params", "scores_shape_and_finite", "inputs_not_mutated", "deterministic",
-         "relabel_equivariant", "above_chance")
 SHAPES = [(n_way, k_shot) for n_way in (2, 5, 20) for k_shot in (1, 5)]
 # Half right on 5-way episodes (300 queries): a guesser gets there with p ~ 5e-31, while sign
 # flips and misaligned labels, the bugs this rule is for, land at or below chance (0.2).
@@ -76,37 +82,304 @@ class CheckFailure(AssertionError):
         self.rule = rule
 
 
-def check_method(cls: type, params: Mapping[str, Any] | None = None, *,
-                 rules: Iterable[str] | None = None, skip: Mapping[str, str] | Iterable[str] | None = None,
-                 device: str = "cpu") -> dict[str, str]:
-    """Run the contract on a method class; raise CheckFailure at the first broken rule.
+@dataclass
+class Subject:
+    """A method class under check, with its check hyperparameters and fresh synthetic data."""
+
+    cls: type
+    params: dict
+    device: str = "cpu"
+    background: Any = field(init=False, repr=False)
+    evaluation: Any = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.background, self.evaluation = synthetic_splits()
+
+    @property
+    def label(self) -> str:
+        return getattr(self.cls, "name", "") or getattr(self.cls, "__qualname__", repr(self.cls))
+
+    def fail(self, rule: str, detail: str):
+        raise CheckFailure(self.label, rule, detail)
+
+    def new(self, rule: str):
+        try:
+            return self.cls(**self.params)
+        except Exception as error:
+            self.fail(rule, f"the constructor raised {type(error).__name__}: {error}")
+
+    def fit(self, method, rule: str):
+        """`method.fit` as the runner calls it: torch's global generator seeded first (plugins
+        often use it for layer initialisation); fork_rng leaves the caller's generator as it was."""
+        context = FitContext(device=self.device, seed=CHECK_SEED, progress=False, checkpoints=None,
+                             retrain=True, log=lambda message: None)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(CHECK_SEED)
+            try:
+                return method.fit(self.background, context)
+            except Exception as error:
+                self.fail(rule, f"fit raised {type(error).__name__}: {error}")
+
+    def fitted(self, rule: str):
+        """A new instance, fitted; `fit` must return it."""
+        method = self.new(rule)
+        if self.fit(method, rule) is not method:
+            self.fail(rule, "fit must end with `return self`")
+        return method
+
+    def batch(self, n_way: int, k_shot: int, episodes: int = 2, n_query: int = 2):
+        split = self.evaluation
+        tasks = generate(split.alphabet, split.sha256, "cross", n_way, k_shot, n_query, episodes,
+                         seed=1000 * n_way + k_shot)
+        return EpisodeBatch(split.flat_images, tasks.support.copy(), tasks.query.copy(), split.sha256), tasks
+
+    def predict(self, method, batch: EpisodeBatch, rule: str) -> np.ndarray:
+        where = f"{batch.n_way}-way {batch.k_shot}-shot"
+        try:
+            return checked_scores(method.predict(batch), batch)
+        except MethodError as error:
+            self.fail(rule, str(error))
+        except Exception as error:
+            self.fail(rule, f"predict raised {type(error).__name__} on {where} episodes: {error}")
+
+    def data_digests(self) -> dict[str, str]:
+        arrays = {"training images": self.background.images, "training alphabets": self.background.alphabet,
+                  "training characters": self.background.character, "evaluation images": self.evaluation.images}
+        return {name: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() for name, a in arrays.items()}
+
+
+# ---- the rules ------------------------------------------------------------------------------
+
+RULES: dict[str, Callable[[Subject], None]] = {}
+
+
+def _rule(function: Callable[[Subject], None]) -> Callable[[Subject], None]:
+    RULES[function.__name__] = function
+    return function
+
+
+@_rule
+def method_class(subject: Subject) -> None:
+    rule, cls = "method_class", subject.cls
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        subject.fail(rule, "not a subclass of benchmark.api.Method")
+    if inspect.isabstract(cls):
+        subject.fail(rule, f"abstract methods not implemented: {', '.join(sorted(cls.__abstractmethods__))}")
+    if not isinstance(cls.capabilities, Capabilities):
+        subject.fail(rule, "`capabilities` must be a benchmark.api.Capabilities(...)")
+    parameters = _init_parameters(cls)
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters.values()):
+        subject.fail(rule, "the constructor takes *args: hyperparameters must be named")
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    unknown = sorted(set(subject.params) - set(parameters))
+    if unknown and not takes_any:
+        subject.fail(rule, f"the check's params {unknown} are not constructor arguments (check CHECK_PARAMS)")
+
+
+@_rule
+def init_stores_params(subject: Subject) -> None:
+    rule = "init_stores_params"
+    with _watched_io() as io_events:
+        method = subject.new(rule)
+    if io_events:
+        subject.fail(rule, f"the constructor used {io_events[0]}: load files and weights in fit, not __init__")
+    named = {n: p for n, p in _init_parameters(subject.cls).items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    for name, parameter in named.items():
+        if not hasattr(method, name):
+            subject.fail(rule, f"constructor argument {name!r} is not stored as self.{name}")
+        expected = subject.params[name] if name in subject.params else parameter.default
+        if expected is not parameter.empty and not _equal(getattr(method, name), expected):
+            subject.fail(rule, f"self.{name} is {getattr(method, name)!r} but the argument was {expected!r}: "
+                               f"store arguments unchanged (validate them in fit)")
+    extra = sorted(k for k in vars(method) if not k.startswith("_") and k not in named)
+    if extra:
+        subject.fail(rule, f"the constructor set {', '.join(extra)}, which are not its arguments: "
+                           f"build models and state in fit, named with a trailing underscore")
+    try:
+        params = method.get_params()
+        again = subject.cls(**params).get_params()
+    except Exception as error:
+        subject.fail(rule, f"get_params does not round-trip: {type(error).__name__}: {error}")
+    if set(params) != set(again) or not all(_equal(params[k], again[k]) for k in params):
+        subject.fail(rule, f"cls(**get_params()) gives {again}, not {params}")
+
+
+@_rule
+def predict_before_fit_raises(subject: Subject) -> None:
+    method = subject.new("predict_before_fit_raises")
+    batch, _ = subject.batch(5, 1)
+    try:
+        method.predict(batch)
+    except Exception:
+        return
+    subject.fail("predict_before_fit_raises", "predict returned scores before fit: start predict with "
+                                              "self.check_is_fitted(...) naming what fit sets")
+
+
+@_rule
+def fit_returns_self(subject: Subject) -> None:
+    subject.fitted("fit_returns_self")
+
+
+@_rule
+def fit_keeps_params(subject: Subject) -> None:
+    rule = "fit_keeps_params"
+    before = subject.new(rule).get_params()
+    after = subject.fitted(rule).get_params()
+    changed = sorted(k for k in before if k not in after or not _equal(before[k], after[k]))
+    if changed:
+        subject.fail(rule, f"fit changed the hyperparameter(s) {', '.join(changed)}: keep what fit derives in "
+                           f"attributes ending in _")
+
+
+@_rule
+def scores_shape_and_finite(subject: Subject) -> None:
+    method = subject.fitted("scores_shape_and_finite")
+    for n_way, k_shot in SHAPES:
+        subject.predict(method, subject.batch(n_way, k_shot)[0], "scores_shape_and_finite")
+
+
+@_rule
+def inputs_not_mutated(subject: Subject) -> None:
+    rule = "inputs_not_mutated"
+    digests = subject.data_digests()
+    method = subject.fitted(rule)
+    batch, _ = subject.batch(5, 5)
+    ids = (batch.support.copy(), batch.query.copy())
+    subject.predict(method, batch, rule)
+    changed = [name for name, digest in subject.data_digests().items() if digest != digests[name]]
+    if changed:
+        subject.fail(rule, f"the {changed[0]} changed during fit or predict: never write into the inputs")
+    if not (np.array_equal(ids[0], batch.support) and np.array_equal(ids[1], batch.query)):
+        subject.fail(rule, "predict changed the support or query ids of its batch")
+
+
+@_rule
+def deterministic(subject: Subject) -> None:
+    rule = "deterministic"
+    batch, _ = subject.batch(5, 1)
+    method = subject.fitted(rule)
+    first = subject.predict(method, batch, rule)
+    again = subject.predict(method, batch, rule)
+    if not np.array_equal(first, again):
+        subject.fail(rule, f"two predict calls on the same batch differ (max difference "
+                           f"{np.abs(first - again).max():.3g}): seed per-batch randomness from the batch "
+                           f"(EpisodeBatch.fingerprint), or declare Capabilities(deterministic=False)")
+    other = subject.predict(subject.fitted(rule), batch, rule)
+    if not np.array_equal(first, other):
+        subject.fail(rule, f"two instances fitted with the same seed score differently (max difference "
+                           f"{np.abs(first - other).max():.3g}): draw randomness from context.seed, not "
+                           f"global state, or declare Capabilities(deterministic=False)")
+
+
+@_rule
+def relabel_equivariant(subject: Subject) -> None:
+    rule = "relabel_equivariant"
+    method = subject.fitted(rule)
+    batch, _ = subject.batch(5, 1, episodes=4)
+    order = np.array([3, 0, 4, 1, 2])  # support class j of the relabelled batch is class order[j]
+    relabelled = EpisodeBatch(batch.images, batch.support[:, order].copy(), batch.query, batch.images_key)
+    scores = subject.predict(method, batch, rule)
+    permuted = subject.predict(method, relabelled, rule)
+    if subject.cls.capabilities.deterministic:
+        scale = max(1.0, float(np.abs(scores).max()))
+        if not np.allclose(permuted, scores[:, :, order], rtol=1e-4, atol=1e-5 * scale):
+            subject.fail(rule, "reordering the support classes changed the scores beyond reordering their "
+                               "columns: score each class from its own supports, not its position")
+    else:  # two calls differ anyway: compare what they predict
+        agree = float((order[permuted.argmax(-1)] == scores.argmax(-1)).mean())
+        if agree < RELABEL_AGREEMENT:
+            subject.fail(rule, f"after reordering the support classes only {agree:.0%} of the predictions "
+                               f"follow them (at least {RELABEL_AGREEMENT:.0%} required)")
+
+
+@_rule
+def above_chance(subject: Subject) -> None:
+    rule = "above_chance"
+    batch, tasks = subject.batch(5, 1, episodes=20, n_query=3)
+    scores = subject.predict(subject.fitted(rule), batch, rule)
+    accuracy = float((scores.argmax(-1) == tasks.query_label).mean())
+    if accuracy < ABOVE_CHANCE:
+        subject.fail(rule, f"accuracy {accuracy:.2f} on trivially separable 5-way 1-shot episodes (chance "
+                           f"0.20, required {ABOVE_CHANCE}); a chance baseline should skip this rule with "
+                           f"CHECK_SKIP, a trained one may need larger CHECK_PARAMS")
+
+
+# ---- running them ---------------------------------------------------------------------------
+
+def skip_reason(cls: type, rule: str, skip: Mapping[str, str] = {}) -> str | None:
+    """Why `rule` does not apply to `cls` (its CHECK_SKIP, the caller's `skip`, its
+    capabilities), or None when it does. `method_class` always applies."""
+    if rule not in RULES:
+        raise ValueError(f"unknown contract rule {rule!r}: the rules are {', '.join(RULES)}")
+    if rule == "method_class":
+        return None
+    reason = {**dict(getattr(cls, "CHECK_SKIP", {}) or {}), **dict(skip)}.get(rule)
+    if reason is None and rule == "deterministic" and not getattr(getattr(cls, "capabilities", None),
+                                                                    "deterministic", True):
+        reason = "capabilities say deterministic=False"
+    return reason
+
+
+def check_rule(cls: type, rule: str, params: Mapping[str, Any] | None = None, device: str = "cpu") -> None:
+    """Run one rule on `cls` (whatever its skips say); raise CheckFailure if it is broken.
+
+    `params` are merged over the class's CHECK_PARAMS. A class that is not a method fails
+    every rule with what `method_class` says.
+    """
+    subject = Subject(cls, {**dict(getattr(cls, "CHECK_PARAMS", {}) or {}), **dict(params or {})}, device)
+    method_class(subject)  # the other rules cannot run on something that is not a method
+    RULES[rule](subject)
+
+
+def check_method(cls: type, params: Mapping[str, Any] | None = None, *, rules: Iterable[str] | None = None,
+                 skip: Mapping[str, str] | Iterable[str] | None = None, device: str = "cpu") -> dict[str, str]:
+    """Run the rules (all of `RULES` by default) on `cls`, stopping at the first broken one.
 
     params: hyperparameters for the check, merged over the class's `CHECK_PARAMS`.
-    rules: run only these rules (default: all of `RULES`).
     skip: rules not to run, as {rule: reason} or names, added to the class's `CHECK_SKIP`.
     Returns {rule: "passed" or "skipped: reason"} for every rule asked for.
     """
-    skipped = {**dict(getattr(cls, "CHECK_SKIP", {}) or {}), **_as_reasons(skip)}
+    skip = _as_reasons(skip)
     wanted = list(RULES if rules is None else rules)
-    unknown = sorted((set(wanted) | set(skipped)) - set(RULES))
-    if unknown:
-        raise ValueError(f"unknown contract rule(s) {', '.join(unknown)}: the rules are {', '.join(RULES)}")
-    checker = _Checker(cls, {**dict(getattr(cls, "CHECK_PARAMS", {}) or {}), **dict(params or {})}, device)
+    for rule in [*wanted, *skip]:
+        skip_reason(cls, rule)  # unknown rule names are errors, whatever else happens
     outcome = {}
-    checker.method_class()  # the other rules cannot run on something that is not a method
-    for rule in RULES:
-        if rule not in wanted:
-            continue
-        if rule == "method_class":  # ran above, whatever the skips say
-            outcome[rule] = "passed"
-            continue
-        reason = skipped.get(rule) or checker.not_applicable(rule)
+    for rule in wanted:
+        reason = skip_reason(cls, rule, skip)
         if reason:
             outcome[rule] = f"skipped: {reason}"
-            continue
-        getattr(checker, rule)()
-        outcome[rule] = "passed"
+        else:
+            check_rule(cls, rule, params, device)
+            outcome[rule] = "passed"
     return outcome
+
+
+def parametrize_with_checks(classes: Iterable[type], params: Mapping[str, Any] | None = None):
+    """A pytest decorator: one test item per (method class, rule), named `Class-rule`.
+
+    The test receives `method_class` and `check`; `check(method_class)` runs the rule, or skips
+    the item with the rule's skip reason.
+    """
+    import pytest  # a test dependency, only needed by the projects' tests
+
+    cases = []
+    for cls in classes:
+        label = getattr(cls, "name", "") or getattr(cls, "__name__", repr(cls))
+        for rule in RULES:
+            cases.append(pytest.param(cls, _rule_runner(rule, params, pytest), id=f"{label}-{rule}"))
+    return pytest.mark.parametrize(("method_class", "check"), cases)
+
+
+def _rule_runner(rule: str, params, pytest):
+    def check(cls: type) -> None:
+        reason = skip_reason(cls, rule)
+        if reason:
+            pytest.skip(reason)
+        check_rule(cls, rule, params)
+
+    check.__name__ = f"check_{rule}"
+    return check
 
 
 def _as_reasons(skip) -> dict[str, str]:
@@ -117,211 +390,6 @@ def _as_reasons(skip) -> dict[str, str]:
     if isinstance(skip, str):
         skip = [skip]
     return {rule: "skipped by the caller" for rule in skip}
-
-
-class _Checker:
-    def __init__(self, cls: type, params: dict, device: str):
-        self.cls = cls
-        self.params = params
-        self.label = getattr(cls, "name", "") or getattr(cls, "__qualname__", repr(cls))
-        self.context = FitContext(device=device, seed=CHECK_SEED, progress=False, checkpoints=None,
-                                  retrain=True, log=lambda message: None)
-        self.background, self.evaluation = synthetic_splits()
-        self.digests = self._data_digests()
-        self.mutations: list[str] = []
-        self._fitted = None
-
-    def fail(self, rule: str, detail: str):
-        raise CheckFailure(self.label, rule, detail)
-
-    def not_applicable(self, rule: str) -> str | None:
-        if rule == "deterministic" and not self.cls.capabilities.deterministic:
-            return "capabilities say deterministic=False"
-        return None
-
-    # ------------------------------------------------------------------ helpers
-    def new(self, rule: str):
-        try:
-            return self.cls(**self.params)
-        except Exception as error:
-            self.fail(rule, f"the constructor raised {type(error).__name__}: {error}")
-
-    def fit(self, method, rule: str):
-        # Like the runner: torch's global generator seeded before fit (plugins often use it
-        # for layer initialisation); fork_rng leaves the caller's generator as it was.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.context.seed)
-            try:
-                return method.fit(self.background, self.context)
-            except Exception as error:
-                self.fail(rule, f"fit raised {type(error).__name__}: {error}")
-
-    def fitted(self):
-        """One fitted instance shared by the rules that only need predictions."""
-        if self._fitted is None:
-            method = self.new("fit_returns_self")
-            if self.fit(method, "fit_returns_self") is not method:
-                self.fail("fit_returns_self", "fit must end with `return self`")
-            self._fitted = method
-        return self._fitted
-
-    def batch(self, n_way: int, k_shot: int, episodes: int = 2, n_query: int = 2):
-        split = self.evaluation
-        tasks = generate(split.alphabet, split.sha256, "cross", n_way, k_shot, n_query, episodes,
-                         seed=1000 * n_way + k_shot)
-        return EpisodeBatch(split.flat_images, tasks.support.copy(), tasks.query.copy(), split.sha256), tasks
-
-    def predict(self, method, batch: EpisodeBatch, rule: str) -> np.ndarray:
-        before = (batch.support.copy(), batch.query.copy())
-        where = f"{batch.n_way}-way {batch.k_shot}-shot"
-        try:
-            scores = method.predict(batch)
-        except Exception as error:
-            self.fail(rule, f"predict raised {type(error).__name__} on {where} episodes: {error}")
-        if not (np.array_equal(before[0], batch.support) and np.array_equal(before[1], batch.query)):
-            self.mutations.append(f"predict changed the support or query ids of a {where} batch")
-        if isinstance(scores, torch.Tensor):
-            scores = scores.detach().cpu().numpy()
-        scores = np.asarray(scores)
-        if scores.shape != batch.score_shape:
-            self.fail(rule, f"predict returned shape {scores.shape} on {where} episodes, expected "
-                            f"{batch.score_shape} (episodes, queries, N)")
-        if not np.issubdtype(scores.dtype, np.number) or not np.isfinite(scores).all():
-            self.fail(rule, f"predict returned NaN, infinite or non-numeric scores on {where} episodes")
-        return scores
-
-    def _data_digests(self) -> dict[str, str]:
-        arrays = {"background images": self.background.images, "background alphabets": self.background.alphabet,
-                  "background characters": self.background.character, "evaluation images": self.evaluation.images}
-        return {name: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() for name, a in arrays.items()}
-
-    # ------------------------------------------------------------------ the rules
-    def method_class(self):
-        rule = "method_class"
-        if not (isinstance(self.cls, type) and issubclass(self.cls, Method)):
-            self.fail(rule, "not a subclass of benchmark.api.Method")
-        if inspect.isabstract(self.cls):
-            missing = ", ".join(sorted(self.cls.__abstractmethods__))
-            self.fail(rule, f"abstract methods not implemented: {missing}")
-        if not isinstance(self.cls.capabilities, Capabilities):
-            self.fail(rule, "`capabilities` must be a benchmark.api.Capabilities(...)")
-        parameters = _init_parameters(self.cls)
-        if any(p.kind is p.VAR_POSITIONAL for p in parameters.values()):
-            self.fail(rule, "the constructor takes *args: hyperparameters must be named")
-        takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-        unknown = sorted(set(self.params) - set(parameters))
-        if unknown and not takes_any:
-            self.fail(rule, f"the check's params {unknown} are not constructor arguments "
-                            f"(check CHECK_PARAMS)")
-
-    def init_stores_params(self):
-        rule = "init_stores_params"
-        with _watch_io() as io_events:
-            method = self.new(rule)
-        if io_events:
-            self.fail(rule, f"the constructor used {io_events[0]}: load files and weights in fit, not __init__")
-        named = {n: p for n, p in _init_parameters(self.cls).items()
-                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        for name, parameter in named.items():
-            if not hasattr(method, name):
-                self.fail(rule, f"constructor argument {name!r} is not stored as self.{name}")
-            expected = self.params[name] if name in self.params else parameter.default
-            if expected is not parameter.empty and not _equal(getattr(method, name), expected):
-                self.fail(rule, f"self.{name} is {getattr(method, name)!r} but the argument was "
-                                f"{expected!r}: store arguments unchanged (validate them in fit)")
-        extra = sorted(k for k in vars(method) if not k.startswith("_") and k not in named)
-        if extra:
-            self.fail(rule, f"the constructor set {', '.join(extra)}, which are not its arguments: "
-                            f"build models and state in fit, named with a trailing underscore")
-        try:
-            params = method.get_params()
-            again = self.cls(**params).get_params()
-        except Exception as error:
-            self.fail(rule, f"get_params does not round-trip: {type(error).__name__}: {error}")
-        if set(params) != set(again) or not all(_equal(params[k], again[k]) for k in params):
-            self.fail(rule, f"cls(**get_params()) gives {again}, not {params}")
-
-    def predict_before_fit_raises(self):
-        rule = "predict_before_fit_raises"
-        method = self.new(rule)
-        batch, _ = self.batch(5, 1)
-        try:
-            method.predict(batch)
-        except Exception:
-            return
-        self.fail(rule, "predict returned scores before fit: call self.check_is_fitted() first")
-
-    def fit_returns_self(self):
-        self.fitted()
-
-    def fit_keeps_params(self):
-        rule = "fit_keeps_params"
-        before = self.new(rule).get_params()
-        after = self.fitted().get_params()
-        changed = sorted(k for k in before if k not in after or not _equal(before[k], after[k]))
-        if changed:
-            self.fail(rule, f"fit changed the hyperparameter(s) {', '.join(changed)}: keep what fit "
-                            f"derives in attributes ending in _")
-
-    def scores_shape_and_finite(self):
-        for n_way, k_shot in SHAPES:
-            batch, _ = self.batch(n_way, k_shot)
-            self.predict(self.fitted(), batch, "scores_shape_and_finite")
-
-    def inputs_not_mutated(self):
-        rule = "inputs_not_mutated"
-        batch, _ = self.batch(5, 5)
-        self.predict(self.fitted(), batch, rule)
-        changed = [name for name, digest in self._data_digests().items() if digest != self.digests[name]]
-        if changed:
-            self.fail(rule, f"the {changed[0]} changed during fit or predict: never write into the inputs")
-        if self.mutations:
-            self.fail(rule, self.mutations[0])
-
-    def deterministic(self):
-        rule = "deterministic"
-        batch, _ = self.batch(5, 1)
-        first = self.predict(self.fitted(), batch, rule)
-        again = self.predict(self.fitted(), batch, rule)
-        if not np.array_equal(first, again):
-            self.fail(rule, f"two predict calls on the same batch differ (max difference "
-                            f"{np.abs(first - again).max():.3g}): seed per-batch randomness from the "
-                            f"batch (EpisodeBatch.fingerprint), or declare Capabilities(deterministic=False)")
-        second = self.new(rule)
-        self.fit(second, rule)
-        other = self.predict(second, batch, rule)
-        if not np.array_equal(first, other):
-            self.fail(rule, f"two instances fitted with the same seed score differently (max difference "
-                            f"{np.abs(first - other).max():.3g}): draw randomness from context.seed, not "
-                            f"global state, or declare Capabilities(deterministic=False)")
-
-    def relabel_equivariant(self):
-        rule = "relabel_equivariant"
-        batch, _ = self.batch(5, 1, episodes=4)
-        order = np.array([3, 0, 4, 1, 2])  # support class j of the relabelled batch is class order[j]
-        relabelled = EpisodeBatch(batch.images, batch.support[:, order].copy(), batch.query, batch.images_key)
-        scores = self.predict(self.fitted(), batch, rule)
-        permuted = self.predict(self.fitted(), relabelled, rule)
-        if self.cls.capabilities.deterministic:
-            scale = max(1.0, float(np.abs(scores).max()))
-            if not np.allclose(permuted, scores[:, :, order], rtol=1e-4, atol=1e-5 * scale):
-                self.fail(rule, "reordering the support classes changed the scores beyond reordering "
-                                "their columns: score each class from its own supports, not its position")
-        else:  # two calls differ anyway: compare what they predict
-            agree = float((order[permuted.argmax(-1)] == scores.argmax(-1)).mean())
-            if agree < RELABEL_AGREEMENT:
-                self.fail(rule, f"after reordering the support classes only {agree:.0%} of the "
-                                f"predictions follow them (at least {RELABEL_AGREEMENT:.0%} required)")
-
-    def above_chance(self):
-        rule = "above_chance"
-        batch, tasks = self.batch(5, 1, episodes=20, n_query=3)
-        scores = self.predict(self.fitted(), batch, rule)
-        accuracy = float((scores.argmax(-1) == tasks.query_label).mean())
-        if accuracy < ABOVE_CHANCE:
-            self.fail(rule, f"accuracy {accuracy:.2f} on trivially separable 5-way 1-shot episodes "
-                            f"(chance 0.20, required {ABOVE_CHANCE}); a chance baseline should skip "
-                            f"this rule with CHECK_SKIP, a trained one may need larger CHECK_PARAMS")
 
 
 def _init_parameters(cls) -> dict[str, inspect.Parameter]:
@@ -341,41 +409,38 @@ def _equal(a, b) -> bool:
             return False
 
 
-# ---------------------------------------------------------------- catching I/O in __init__
+# ---- catching I/O in __init__ ----------------------------------------------------------------
 
-_watch = {"thread": None, "events": None}
-_hook_installed = False
 _MODULE_SUFFIXES = (".py", ".pyc", ".so", ".pyd", ".pth")
 
 
-def _audit(event: str, args) -> None:
-    # Called for every audited event of the process once installed: keep it trivially cheap.
-    if _watch["events"] is None or threading.get_ident() != _watch["thread"]:
-        return
-    try:
-        if event == "open":
-            path = os.fsdecode(args[0]) if isinstance(args[0], (str, bytes, os.PathLike)) else None
+@contextlib.contextmanager
+def _watched_io():
+    """Collect the files opened and connections made inside the block (by wrapping `open`,
+    `os.open` and `socket.connect` for its duration, and restoring them after)."""
+    events: list[str] = []
+    originals = [(builtins, "open", builtins.open), (io, "open", io.open), (os, "open", os.open),
+                 (socket.socket, "connect", socket.socket.connect)]
+
+    def noting_files(original):
+        def opener(file, *args, **kwargs):
+            path = os.fsdecode(file) if isinstance(file, (str, bytes, os.PathLike)) else None
             # Imports done lazily inside __init__ are fine; reading data or weights is not.
             if path and not path.endswith(_MODULE_SUFFIXES) and "__pycache__" not in path \
                     and not path.startswith(("/proc/", "/sys/", "/dev/")):
-                _watch["events"].append(f"the file {path}")
-        elif event == "socket.connect":
-            _watch["events"].append(f"the network ({args[1]})")
-    except Exception:
-        pass
+                events.append(f"the file {path}")
+            return original(file, *args, **kwargs)
+        return opener
 
+    def connect(self, address):
+        events.append(f"the network ({address})")
+        return originals[3][2](self, address)
 
-class _watch_io:
-    """Collect files opened and connections made by this thread inside the block."""
-
-    def __enter__(self) -> list[str]:
-        global _hook_installed
-        if not _hook_installed:  # audit hooks cannot be removed: one, installed on first use
-            sys.addaudithook(_audit)
-            _hook_installed = True
-        events: list[str] = []
-        _watch.update(thread=threading.get_ident(), events=events)
-        return events
-
-    def __exit__(self, *exc_info) -> None:
-        _watch.update(thread=None, events=None)
+    replacements = [noting_files(builtins.open), noting_files(io.open), noting_files(os.open), connect]
+    for (owner, name, _), replacement in zip(originals, replacements):
+        setattr(owner, name, replacement)
+    try:
+        yield events
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)

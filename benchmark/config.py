@@ -20,13 +20,12 @@ from typing import Any
 
 import yaml
 
+from benchmark.data import SPLITS
 from benchmark.errors import ConfigError
+from benchmark.limits import MAX_RESAMPLES, MAX_SEED
+from tasks.protocols import ALL as PROTOCOLS
 
-PROTOCOLS = ("within", "cross", "official")
-SPLITS = ("evaluation", "background")
 DEVICES = ("auto", "cpu", "cuda")
-MAX_SEED = 2 ** 63 - 1  # torch.manual_seed's limit; numpy takes any non-negative integer
-MAX_RESAMPLES = 100_000  # far past where the bootstrap's percentiles stop moving
 # The config name becomes part of the run folder's name: no separators, no surprises.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 

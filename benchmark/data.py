@@ -14,7 +14,6 @@ import io
 import os
 import re
 import sys
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -28,6 +27,8 @@ from tqdm import tqdm
 from benchmark.download import (OFFICIAL_BASE_URL, OFFICIAL_FILES, DownloadError, download_omniglot,
                                 file_md5)
 from benchmark.errors import DataError
+from benchmark.files import atomic_output
+from benchmark.paths import DEFAULT_DATA_DIR
 
 __all__ = [
     "SPLITS", "KNOWN_SHA256", "OFFICIAL_BASE_URL", "OFFICIAL_FILES", "PROJECT_DATA_DIR",
@@ -40,7 +41,7 @@ KNOWN_SHA256 = {
     "background": "d76a797711dbd624b3f7220dd5e55408e548966dbf9957ab1f67359a86a4ce89",
     "evaluation": "0800cb9fcceb0597ffa03b6472cbbdf35f3ebf9dc7ec1d2b55724c3128ceffa5",
 }
-PROJECT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "omniglot"
+PROJECT_DATA_DIR = DEFAULT_DATA_DIR
 NPZ_NAME = "omniglot.npz"
 IMAGE_SIZE = 105
 DRAWINGS = 20
@@ -237,20 +238,12 @@ def _write_npz(path: Path, packed: dict) -> None:
     """Cache the converted splits atomically; a read-only directory only costs a reconversion."""
     arrays = {f"{split}_{key}": array for split, (ink, alphabet, character) in packed.items()
               for key, array in (("ink", ink), ("alphabet", alphabet), ("character", character))}
-    temp_path = None
     try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                         delete=False) as temp:
-            temp_path = Path(temp.name)
-            np.savez_compressed(temp, **arrays)
-        os.replace(temp_path, path)
-        temp_path = None
+        with atomic_output(path) as handle:
+            np.savez_compressed(handle, **arrays)
     except OSError as error:
         print(f"note: cannot cache the converted data as {path} ({error.strerror or error}); "
               "it will be converted again next time", file=sys.stderr)
-    finally:
-        if temp_path is not None:
-            temp_path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- the official PNGs

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -20,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmark.errors import DataError
+from benchmark.files import atomic_output
 
 OFFICIAL_BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
 
@@ -96,19 +95,14 @@ def download_omniglot(
 
 def _fetch(url: str, target: Path, expected_md5: str, progress: bool) -> None:
     """Stream `url` into `target` through a temporary file, keeping it only if the md5 matches."""
-    temp_path = None
     try:
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part",
-                                         delete=False) as temp:
-            temp_path = Path(temp.name)
+        with atomic_output(target) as temp:
             actual_md5 = _stream(url, temp, target.name, progress)
-        if actual_md5 != expected_md5:
-            reason = f"{target.name} from {url} has md5 {actual_md5}, expected {expected_md5}"
-            raise DownloadError(
-                f"downloaded {reason}: the download is corrupt or the file changed upstream; "
-                "nothing was saved, try again or " + _WHERE_ELSE, reason)
-        os.replace(temp_path, target)
-        temp_path = None
+            if actual_md5 != expected_md5:
+                reason = f"{target.name} from {url} has md5 {actual_md5}, expected {expected_md5}"
+                raise DownloadError(
+                    f"downloaded {reason}: the download is corrupt or the file changed upstream; "
+                    "nothing was saved, try again or " + _WHERE_ELSE, reason)
     except urllib.error.HTTPError as error:
         raise _network_error(url, f"HTTP {error.code} {error.reason}") from None
     except urllib.error.URLError as error:
@@ -116,9 +110,6 @@ def _fetch(url: str, target: Path, expected_md5: str, progress: bool) -> None:
     except (OSError, http.client.HTTPException, ValueError) as error:
         # OSError covers timeouts and an unwritable destination; ValueError a malformed URL.
         raise _network_error(url, f"{type(error).__name__}: {error}") from None
-    finally:
-        if temp_path is not None:
-            temp_path.unlink(missing_ok=True)
 
 
 def _stream(url: str, out, label: str, progress: bool) -> str:

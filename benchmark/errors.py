@@ -26,3 +26,7 @@ class MethodError(BenchmarkError):
     """A method that failed while fitting or predicting (exit code 1)."""
 
     exit_code = 1
+
+
+class RunFolderError(ConfigError):
+    """A run folder that is locked by another run, or whose records cannot be trusted."""

@@ -8,10 +8,15 @@ a broken plugin cannot break a run that does not use it.
 Every name remembers where it came from (`source_of`), and the runner writes that into
 run.json: "built-in", "file PATH sha256:DIGEST", "module NAME" (with the package and version
 when the module belongs to an installed distribution), or "package NAME VERSION".
+
+The project has one `Registry`, `METHODS`; the functions of this module are its methods
+(`register_method`, `get_method`, `create_method`, ...). Tests that register methods do so
+inside `METHODS.isolated()`, which undoes their registrations.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.metadata
@@ -19,45 +24,210 @@ import importlib.util
 import inspect
 import pkgutil
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from benchmark.api import Method
-from benchmark.config import did_you_mean
+from benchmark.config import check_hyperparameters, did_you_mean
 from benchmark.errors import ConfigError
 
 ENTRY_POINT_GROUP = "oneshot_benchmark.methods"
 
-_methods: dict[str, type[Method]] = {}
-_sources: dict[str, str] = {}
-# While a plugin or entry point is being imported: its source, and the names it registers.
-_loading_source: str | None = None
-_loading_names: list[str] | None = None
-_builtins_loaded = False
 
+class Registry:
+    """Method names -> classes, each with where it came from."""
 
-def register_method(name: str):
-    """Class decorator: `@register_method("my_method")` makes the class runnable by that name."""
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"method name {name!r} must be a Python identifier")
+    def __init__(self, entry_point_group: str = ENTRY_POINT_GROUP):
+        self.entry_point_group = entry_point_group
+        self._classes: dict[str, type[Method]] = {}
+        self._sources: dict[str, str] = {}
+        self._loading_source: str | None = None  # while a plugin or entry point is imported
+        self._loading_names: list[str] | None = None  # the names it registers meanwhile
+        self._builtins_loaded = False
 
-    def decorate(cls):
+    # ---- registering -----------------------------------------------------------------------
+
+    def register(self, name: str):
+        """Class decorator: `@register_method("my_method")` makes the class runnable by that name."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"method name {name!r} must be a Python identifier")
+
+        def decorate(cls):
+            if not (isinstance(cls, type) and issubclass(cls, Method)):
+                raise TypeError(f"@register_method({name!r}) must decorate a subclass of benchmark.api.Method")
+            existing = self._classes.get(name)
+            # The same class from the same file may register again (a file imported by a test and
+            # loaded by --plugin gets two module names); anything else would silently replace it.
+            if existing is not None and _identity(existing) != _identity(cls):
+                raise ValueError(f"method name {name!r} is already registered by "
+                                 f"{existing.__module__}.{existing.__qualname__} ({_identity(existing)[0]})")
+            cls.name = name
+            self._classes[name] = cls
+            self._sources[name] = self._loading_source or (
+                "built-in" if cls.__module__.startswith("methods.") else f"module {cls.__module__}")
+            if self._loading_names is not None:
+                self._loading_names.append(name)
+            return cls
+
+        return decorate
+
+    @contextlib.contextmanager
+    def isolated(self) -> Iterator[Registry]:
+        """Registrations made within the block are undone at its end (for tests)."""
+        self.load_builtins()  # first: their modules are imported once per process
+        saved = dict(self._classes), dict(self._sources)
+        try:
+            yield self
+        finally:
+            self._classes, self._sources = saved
+
+    @contextlib.contextmanager
+    def _loading(self, source: str) -> Iterator[list[str]]:
+        """Attribute what registers within the block to `source`; yields the names registered."""
+        previous = self._loading_source, self._loading_names
+        self._loading_source, self._loading_names = source, []
+        try:
+            yield self._loading_names
+        finally:
+            self._loading_source, self._loading_names = previous
+
+    # ---- loading ---------------------------------------------------------------------------
+
+    def load_builtins(self) -> None:
+        """Import every module of the `methods` package once (each registers itself)."""
+        if self._builtins_loaded:
+            return
+        import methods
+
+        for module in pkgutil.iter_modules(methods.__path__):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"methods.{module.name}")
+        self._builtins_loaded = True
+
+    def load_plugin(self, spec: str) -> list[str]:
+        """Load a plugin from a `.py` file or an importable module; return the names it registered."""
+        self.load_builtins()  # first, so that a plugin reusing a built-in's name gets a clear error
+        is_file = spec.endswith(".py")
+        path = Path(spec)
+        if is_file and not path.is_file():
+            raise ConfigError(f"plugin file {spec} not found: check the path given to --plugin")
+        source = (f"file {spec} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}" if is_file
+                  else _source_of_module(spec))
+        try:
+            with self._loading(source) as names:
+                if is_file:
+                    _import_file(path)
+                else:
+                    importlib.import_module(spec)
+            added = sorted(set(names))
+        except ModuleNotFoundError as error:
+            raise ConfigError(f"plugin {spec!r} cannot be imported ({error}): give a .py file or an "
+                              f"importable module to --plugin") from None
+        except Exception as error:
+            raise ConfigError(f"plugin {spec!r} failed while loading: {type(error).__name__}: {error}") from None
+        if not added and not is_file:
+            # A module imported earlier in this process registered its methods back then.
+            added = sorted(name for name, cls in self._classes.items() if cls.__module__ == spec)
+            for name in added:
+                self._sources[name] = source
+        if not added:
+            raise ConfigError(f"plugin {spec!r} registered no method: decorate a Method subclass "
+                              f"with @register_method(\"name\")")
+        return added
+
+    def _entry_points(self) -> dict:
+        """Entry points of the group by name, read without importing anything.
+
+        On duplicate names the distribution first on sys.path wins, as it would for an import.
+        """
+        found = {}
+        for distribution in importlib.metadata.distributions():
+            for entry_point in distribution.entry_points.select(group=self.entry_point_group):
+                found.setdefault(entry_point.name, entry_point)
+        return found
+
+    def _load_entry_point(self, name: str, entry_point) -> type[Method]:
+        dist = getattr(entry_point, "dist", None)
+        package = dist.name if dist else entry_point.value
+        try:
+            with self._loading(f"package {package} {dist.version if dist else 'unknown'}"):
+                cls = entry_point.load()
+        except Exception as error:
+            raise ConfigError(f"method {name!r} from package {package} failed to load: "
+                              f"{type(error).__name__}: {error}") from None
         if not (isinstance(cls, type) and issubclass(cls, Method)):
-            raise TypeError(f"@register_method({name!r}) must decorate a subclass of benchmark.api.Method")
-        existing = _methods.get(name)
-        # The same class from the same file may register again (a file imported by a test and
-        # loaded by --plugin gets two module names); anything else would silently replace it.
-        if existing is not None and _identity(existing) != _identity(cls):
-            raise ValueError(f"method name {name!r} is already registered by "
-                             f"{existing.__module__}.{existing.__qualname__} ({_identity(existing)[0]})")
-        cls.name = name
-        _methods[name] = cls
-        _sources[name] = _loading_source or (
-            "built-in" if cls.__module__.startswith("methods.") else f"module {cls.__module__}")
-        if _loading_names is not None:
-            _loading_names.append(name)
+            raise ConfigError(f"entry point {name!r} of package {package} ({entry_point.value}) "
+                              f"is not a Method subclass")
+        registered_as = next((n for n, c in self._classes.items() if c is cls), None)
+        if registered_as is not None and registered_as != name:
+            raise ConfigError(f"entry point {name!r} of package {package} names a class registered as "
+                              f"{registered_as!r}: the two names must match")
+        if registered_as is None:  # a class that did not use the decorator
+            cls.name = name
+            self._classes[name] = cls
+        self._sources[name] = f"package {package} {dist.version if dist else 'unknown'}"
         return cls
 
-    return decorate
+    # ---- looking up ------------------------------------------------------------------------
+
+    def get(self, name: str) -> type[Method]:
+        """The class registered under `name`, loading its entry point if it comes from a package."""
+        self.load_builtins()
+        if name in self._classes:
+            return self._classes[name]
+        entry_point = self._entry_points().get(name)
+        if entry_point is not None:
+            return self._load_entry_point(name, entry_point)
+        raise ConfigError(f"unknown method {name!r}{did_you_mean(name, self.names())} (see --list-methods)")
+
+    def create(self, name: str, hyperparameters: Mapping[str, Any]) -> Method:
+        """An unfitted instance with these hyperparameters, checked against its constructor."""
+        cls = self.get(name)
+        params = check_hyperparameters(name, cls, hyperparameters)
+        try:
+            return cls(**params)
+        except Exception as error:
+            raise ConfigError(f"method {name!r} rejected its hyperparameters: {error}") from None
+
+    def names(self) -> list[str]:
+        """Registered names plus entry-point names (the latter without importing them)."""
+        self.load_builtins()
+        return sorted(set(self._classes) | set(self._entry_points()))
+
+    def builtin_names(self) -> list[str]:
+        """The names of the methods that ship in `methods/`."""
+        self.load_builtins()
+        return sorted(name for name, source in self._sources.items() if source == "built-in")
+
+    def source_of(self, name: str) -> str:
+        """Where a method came from: built-in, a plugin file or module, or a package and version."""
+        return self._sources.get(name, "unknown")
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(name, one-line summary) for every method; entry points are described without loading."""
+        rows = []
+        entry_points = self._entry_points()
+        for name in self.names():
+            if name in self._classes:
+                rows.append((name, self._classes[name].summary()))
+            else:
+                dist = getattr(entry_points[name], "dist", None)
+                package = f"{dist.name} {dist.version}" if dist else entry_points[name].value
+                rows.append((name, f"(from package {package}, loaded when used)"))
+        return rows
+
+
+def _import_file(path: Path) -> None:
+    module_name = f"oneshot_plugin_{path.stem}"
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[module_name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
 
 
 def _identity(cls) -> tuple[str, str]:
@@ -84,146 +254,13 @@ def _source_of_module(module: str) -> str:
     return f"module {module}"
 
 
-def load_builtin_methods() -> None:
-    """Import every module of the `methods` package once (each registers itself)."""
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    import methods
-
-    for module in pkgutil.iter_modules(methods.__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"methods.{module.name}")
-    _builtins_loaded = True
-
-
-def builtin_names() -> list[str]:
-    """The names of the methods that ship in `methods/`."""
-    load_builtin_methods()
-    return sorted(name for name, source in _sources.items() if source == "built-in")
-
-
-def load_plugin(spec: str) -> list[str]:
-    """Load a plugin from a `.py` file or an importable module; return the names it registered."""
-    global _loading_source, _loading_names
-    # Built-ins first, so that a plugin reusing a built-in's name gets a clear error.
-    load_builtin_methods()
-    is_file = spec.endswith(".py")
-    path = Path(spec)
-    if is_file and not path.is_file():
-        raise ConfigError(f"plugin file {spec} not found: check the path given to --plugin")
-    if is_file:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        source = f"file {spec} sha256:{digest}"
-    else:
-        source = _source_of_module(spec)
-    previous = _loading_source, _loading_names
-    _loading_source, _loading_names = source, []
-    try:
-        if is_file:
-            module_name = f"oneshot_plugin_{path.stem}"
-            loader_spec = importlib.util.spec_from_file_location(module_name, path)
-            module = importlib.util.module_from_spec(loader_spec)
-            sys.modules[module_name] = module
-            try:
-                loader_spec.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[module_name]
-                raise
-        else:
-            importlib.import_module(spec)
-        added = sorted(set(_loading_names))
-    except ModuleNotFoundError as error:
-        raise ConfigError(f"plugin {spec!r} cannot be imported ({error}): give a .py file or an "
-                          f"importable module to --plugin") from None
-    except Exception as error:
-        raise ConfigError(f"plugin {spec!r} failed while loading: {type(error).__name__}: {error}") from None
-    finally:
-        _loading_source, _loading_names = previous
-    if not added and not is_file:
-        # A module imported earlier in this process registered its methods back then.
-        added = sorted(name for name, cls in _methods.items() if cls.__module__ == spec)
-        for name in added:
-            _sources[name] = source
-    if not added:
-        raise ConfigError(f"plugin {spec!r} registered no method: decorate a Method subclass "
-                          f"with @register_method(\"name\")")
-    return added
-
-
-def _entry_points() -> dict:
-    """Entry points of the group by name, read without importing anything.
-
-    On duplicate names the distribution first on sys.path wins, as it would for an import.
-    """
-    found = {}
-    for distribution in importlib.metadata.distributions():
-        for entry_point in distribution.entry_points.select(group=ENTRY_POINT_GROUP):
-            found.setdefault(entry_point.name, entry_point)
-    return found
-
-
-def get_method(name: str) -> type[Method]:
-    """The class registered under `name`, loading its entry point if it comes from a package."""
-    load_builtin_methods()
-    if name in _methods:
-        return _methods[name]
-    entry_point = _entry_points().get(name)
-    if entry_point is not None:
-        return _load_entry_point(name, entry_point)
-    raise ConfigError(f"unknown method {name!r}{did_you_mean(name, available_names())}"
-                      f" (see --list-methods)")
-
-
-def _load_entry_point(name: str, entry_point) -> type[Method]:
-    global _loading_source, _loading_names
-    dist = getattr(entry_point, "dist", None)
-    package = dist.name if dist else entry_point.value
-    version = dist.version if dist else "unknown"
-    source = f"package {package} {version}"
-    previous = _loading_source, _loading_names
-    _loading_source, _loading_names = source, []
-    try:
-        cls = entry_point.load()
-    except Exception as error:
-        raise ConfigError(f"method {name!r} from package {package} failed to load: "
-                          f"{type(error).__name__}: {error}") from None
-    finally:
-        _loading_source, _loading_names = previous
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise ConfigError(f"entry point {name!r} of package {package} ({entry_point.value}) "
-                          f"is not a Method subclass")
-    registered_as = next((n for n, c in _methods.items() if c is cls), None)
-    if registered_as is not None and registered_as != name:
-        raise ConfigError(f"entry point {name!r} of package {package} names a class registered as "
-                          f"{registered_as!r}: the two names must match")
-    if registered_as is None:  # a class that did not use the decorator
-        cls.name = name
-        _methods[name] = cls
-    _sources[name] = source
-    return cls
-
-
-def available_names() -> list[str]:
-    """Registered names plus entry-point names (the latter without importing them)."""
-    load_builtin_methods()
-    return sorted(set(_methods) | set(_entry_points()))
-
-
-def source_of(name: str) -> str:
-    """Where a method came from: built-in, a plugin file or module, or a package and version."""
-    return _sources.get(name, "unknown")
-
-
-def describe_methods() -> list[tuple[str, str]]:
-    """(name, one-line summary) for every method; entry points are described without loading."""
-    rows = []
-    entry_points = _entry_points()
-    for name in available_names():
-        if name in _methods:
-            rows.append((name, _methods[name].summary()))
-        else:
-            dist = getattr(entry_points[name], "dist", None)
-            package = f"{dist.name} {dist.version}" if dist else entry_points[name].value
-            rows.append((name, f"(from package {package}, loaded when used)"))
-    return rows
+METHODS = Registry()
+register_method = METHODS.register
+load_builtin_methods = METHODS.load_builtins
+load_plugin = METHODS.load_plugin
+get_method = METHODS.get
+create_method = METHODS.create
+available_names = METHODS.names
+builtin_names = METHODS.builtin_names
+source_of = METHODS.source_of
+describe_methods = METHODS.describe

@@ -40,6 +40,9 @@ import torch
 
 from benchmark import registry
 from benchmark.errors import ConfigError
+from benchmark.files import write_atomically
+from benchmark.run_folder import RunFolder
+from tasks.sets import task_set_hashes
 
 BASELINE_FORMAT = "oneshot-benchmark/baselines/v1"
 RUN_THREADS = 2  # the golden numbers and the CI check both run with this many threads
@@ -106,8 +109,8 @@ def run_smoke(config, method_names: list[str], data, task_sets, threads: int = R
         with deterministic_cpu(threads):
             outcome = run_benchmark(config, list(method_names), data, task_sets, out_dir, options)
         columns = [*KEY_COLUMNS, "episode", "query", "predicted", "correct"]
-        path = out_dir / "records.csv"
-        records = pd.read_csv(path, usecols=columns) if path.exists() else pd.DataFrame(columns=columns)
+        folder = RunFolder(out_dir)
+        records = folder.read_records()[columns] if folder.has_records() else pd.DataFrame(columns=columns)
     return SmokeRun(records, dict(outcome.failures))
 
 
@@ -176,11 +179,6 @@ def measure(config, method_names: list[str], data, task_sets, command: str, comm
     return entries, failures
 
 
-def episode_hashes(task_sets) -> dict[str, str]:
-    return {f"{t.name}/{t.episodes.n_way}way/{t.episodes.k_shot}shot": t.episodes.ids_sha256
-            for t in task_sets}
-
-
 # ---- comparing ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -234,7 +232,7 @@ class Comparison:
 def compare(baseline: dict, run: SmokeRun, method_names: list[str], config, task_sets) -> Comparison:
     """Check each method's rows against its golden entry; report every difference."""
     problems = [f"method {name} failed: {reason}" for name, reason in run.failures.items()]
-    if baseline.get("episodes") != episode_hashes(task_sets):
+    if baseline.get("episodes") != task_set_hashes(task_sets):
         problems.append("the frozen episodes are not those the baseline was made on: refreeze "
                         "or restore tasks/frozen, or run update-baselines")
     counts = run.counts()
@@ -299,7 +297,7 @@ def updated_baseline(old: dict | None, entries: dict, config_source: str, task_s
         if name in entries or name in previous:
             methods[name] = entries.get(name, previous.get(name))
     return {"format": BASELINE_FORMAT, "config": config_source, "threads": RUN_THREADS,
-            "episodes": episode_hashes(task_sets), "methods": methods}
+            "episodes": task_set_hashes(task_sets), "methods": methods}
 
 
 def diff_lines(old: dict | None, new: dict) -> list[str]:
@@ -346,9 +344,7 @@ def write_baseline(path: Path, baseline: dict) -> None:
         for row in entry["results"]:
             expanded = json.dumps(row, indent=1).replace("\n", "\n" + " " * 4)
             text = text.replace(expanded, json.dumps(row), 1)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text + "\n", encoding="utf-8")
-    temporary.replace(path)
+    write_atomically(path, text + "\n")
 
 
 def _row_key(row: dict) -> tuple:

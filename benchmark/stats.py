@@ -25,6 +25,8 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from benchmark.config import StatsConfig
+
 GROUP_COLUMNS = ["method", "task_set", "split", "protocol", "n_way", "k_shot"]
 SUMMARY_COLUMNS = GROUP_COLUMNS + ["episodes", "queries", "accuracy", "ci_low", "ci_high",
                                    "ci_normal_low", "ci_normal_high",
@@ -42,8 +44,7 @@ def bootstrap_indices(n_episodes: int, resamples: int, seed: int) -> np.ndarray:
     return rng.integers(0, n_episodes, size=(resamples, n_episodes))
 
 
-def bootstrap_ci(values: np.ndarray, resamples: int = 2000, confidence: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(values: np.ndarray, resamples: int, confidence: float, seed: int) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of per-episode values."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
@@ -54,7 +55,7 @@ def bootstrap_ci(values: np.ndarray, resamples: int = 2000, confidence: float = 
     return float(low), float(high)
 
 
-def normal_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+def normal_ci(values: np.ndarray, confidence: float) -> tuple[float, float]:
     """mean +- z * s / sqrt(E): the interval most papers print."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) < 2:
@@ -76,8 +77,7 @@ def seed_accuracy(records: pd.DataFrame) -> pd.DataFrame:
             .mean().rename("accuracy").reset_index())
 
 
-def summarize(records: pd.DataFrame, resamples: int = 2000, confidence: float = 0.95,
-              seed: int = 0) -> pd.DataFrame:
+def summarize(records: pd.DataFrame, stats: StatsConfig = StatsConfig()) -> pd.DataFrame:
     """One row per (method, task set, split, protocol, N, k): accuracy, its intervals, seed spread.
 
     `accuracy` is the mean over all queries of all seeds (equal counts per seed: the mean of
@@ -93,8 +93,8 @@ def summarize(records: pd.DataFrame, resamples: int = 2000, confidence: float = 
         values = group["mean"].to_numpy()
         # With equal queries per episode the mean of episode means is the mean over queries.
         accuracy = float(np.average(values, weights=group["size"].to_numpy()))
-        low, high = bootstrap_ci(values, resamples, confidence, seed)
-        normal_low, normal_high = normal_ci(values, confidence)
+        low, high = bootstrap_ci(values, stats.resamples, stats.confidence, stats.seed)
+        normal_low, normal_high = normal_ci(values, stats.confidence)
         seeds = per_seed[key]
         rows.append(dict(zip(GROUP_COLUMNS, key), episodes=len(values),
                          queries=int(distinct_queries[key]), accuracy=accuracy, ci_low=low,
@@ -126,8 +126,7 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return min(1.0, 2 * tail / 2 ** n)
 
 
-def paired_differences(records: pd.DataFrame, resamples: int = 2000, confidence: float = 0.95,
-                       seed: int = 0) -> pd.DataFrame:
+def paired_differences(records: pd.DataFrame, stats: StatsConfig = StatsConfig()) -> pd.DataFrame:
     """Every pair of methods on the same (task set, N): accuracy difference A - B, paired.
 
     The interval is a percentile bootstrap of the mean per-episode difference: resampling the
@@ -148,7 +147,7 @@ def paired_differences(records: pd.DataFrame, resamples: int = 2000, confidence:
         for method_b, method_a in itertools.combinations(methods, 2):
             both = table[[method_a, method_b]].dropna()  # only the episodes both methods have
             differences = (both[method_a] - both[method_b]).to_numpy()
-            low, high = bootstrap_ci(differences, resamples, confidence, seed)
+            low, high = bootstrap_ci(differences, stats.resamples, stats.confidence, stats.seed)
             a_only = b_only = 0
             if outcomes is not None:
                 pair = outcomes[[method_a, method_b]].dropna().astype(bool)

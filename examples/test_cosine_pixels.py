@@ -7,17 +7,19 @@ import numpy as np
 import pytest
 
 from benchmark.api import EpisodeBatch, FitContext
-from benchmark.checks import check_method, synthetic_splits
+from benchmark.checks import check_method, parametrize_with_checks
 from benchmark.errors import ConfigError
+from benchmark.synthetic import synthetic_splits
 from cosine_pixels import CosinePixels
 
 
-def test_cosine_pixels_meets_the_method_contract():
-    check_method(CosinePixels)
+@parametrize_with_checks([CosinePixels])  # one test per rule of the method contract
+def test_cosine_pixels_meets_the_method_contract(method_class, check):
+    check(method_class)
 
 
 def test_cosine_pixels_meets_it_at_another_size_too():
-    check_method(CosinePixels, {"size": 7})
+    check_method(CosinePixels, {"size": 7})  # every rule at once, with other hyperparameters
 
 
 def test_scores_are_cosines_and_a_support_image_matches_itself():

@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from benchmark.data import DRAWINGS as DRAWINGS_PER_CHARACTER
 from benchmark.errors import EpisodeError
+from benchmark.files import write_atomically
+from benchmark.limits import MAX_EPISODES, MAX_IMAGE_IDS, MAX_SEED
+from tasks.protocols import ALL as FROZEN_PROTOCOLS
+from tasks.protocols import GENERATED as PROTOCOLS
 
-PROTOCOLS = ("within", "cross")
-DRAWINGS_PER_CHARACTER = 20
 FROZEN_FORMAT = "oneshot-benchmark/episodes/v1"
 ARRAY_NAMES = ("support", "query", "query_label")
-# Bounds that keep a request that is valid but absurd from exhausting memory or time: 10^6
-# episodes take seconds to draw; 2*10^7 image ids are ~0.5 GB of int64 arrays.
-MAX_EPISODES = 1_000_000
-MAX_IMAGE_IDS = 20_000_000
-MAX_SEED = 2 ** 63 - 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,9 +166,7 @@ def save(episodes: EpisodeSet, path: str | Path) -> Path:
     """Write a frozen file atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(to_json(episodes), encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomically(path, to_json(episodes))
     return path
 
 
@@ -207,7 +202,7 @@ def load(path: str | Path, split_sha256: str | None = None) -> EpisodeSet:
 def _checked_header(raw: dict) -> tuple:
     """(protocol, n_way, k_shot, n_query, seed, split_sha256) of a frozen file, type-checked."""
     protocol = raw["protocol"]
-    if protocol not in (*PROTOCOLS, "official"):
+    if protocol not in FROZEN_PROTOCOLS:
         raise ValueError(f"protocol {str(protocol)[:40]!r} is unknown")
     counts = []
     for name, low in (("n_way", 2), ("k_shot", 1), ("n_query", 1)):

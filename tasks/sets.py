@@ -12,12 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.api import EpisodeBatch
 from benchmark.config import RunConfig, TaskSetConfig
+from benchmark.data import official_runs_zip
 from benchmark.errors import ConfigError, EpisodeError
+from benchmark.paths import PROJECT_ROOT
 from tasks import episodes as episode_sets
+from tasks import protocols
 from tasks.episodes import EpisodeSet
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from tasks.official import official_episode_set
 # The official runs are fixed by Lake et al.: 20 runs, 20-way, 1-shot, 1 query per class.
 OFFICIAL_SHAPE = {"n_way": 20, "k_shot": 1, "n_query": 1, "episodes": 20, "seed": None}
 
@@ -34,19 +37,41 @@ class TaskSet:
     def label(self) -> str:
         return f"{self.name} {self.episodes.n_way}-way {self.episodes.k_shot}-shot"
 
+    @property
+    def key(self) -> str:
+        """Names these episodes in run.json and in the golden file, beside their hash."""
+        return f"{self.name}/{self.episodes.n_way}way/{self.episodes.k_shot}shot"
 
-def resolve_task_sets(config: RunConfig, data, official_runs=None, use_frozen: bool = True) -> list[TaskSet]:
+    def batch(self, data) -> EpisodeBatch:
+        """What a method's `predict` gets for these episodes: ids into their split's images."""
+        split = getattr(data, self.split)
+        return EpisodeBatch(split.flat_images, self.episodes.support, self.episodes.query, split.sha256)
+
+
+def task_set_hashes(task_sets: list[TaskSet]) -> dict[str, str]:
+    """{task-set key: sha256 of its episode ids}: two runs with equal hashes ran the same episodes."""
+    return {task_set.key: task_set.episodes.ids_sha256 for task_set in task_sets}
+
+
+def resolve_task_sets(config: RunConfig, data, official_runs=None, use_frozen: bool = True,
+                      download: bool = False, progress: bool = False) -> list[TaskSet]:
     """Generate (or load) every episode set of the config, in config order.
 
-    `official_runs` is a callable returning the official runs as an EpisodeSet; it is only
-    called when the config has an `official` task set that is not frozen, so other runs never
-    need the zip. With `use_frozen=False` a frozen config is generated anyway (to freeze it).
+    The official runs come from Lake et al.'s all_runs.zip in the data folder (downloaded if
+    `download`), or from `official_runs()` when given; only a config with an `official` task
+    set that is not frozen needs them. With `use_frozen=False` a frozen config is generated
+    anyway (to freeze it).
     """
+    if official_runs is None:
+        def official_runs():
+            return official_episode_set(official_runs_zip(data.root, download=download, progress=progress),
+                                        data.evaluation)
+
     frozen = frozen_directory(config) if use_frozen else None
     resolved = []
     for name, task_set in config.task_sets.items():
         split = getattr(data, task_set.split)
-        if task_set.protocol == "official":
+        if task_set.protocol == protocols.OFFICIAL:
             if task_set.split != "evaluation":
                 raise EpisodeError(f"task set {name!r}: the official runs use evaluation images; "
                                    f"remove its split setting")
@@ -86,8 +111,8 @@ def frozen_path(directory: str | Path, name: str, task_set: TaskSetConfig, n_way
 
 def expected_parameters(task_set: TaskSetConfig, n_way: int) -> dict:
     """What a frozen file of this (task set, N) must say about itself."""
-    if task_set.protocol == "official":
-        return {"protocol": "official", **OFFICIAL_SHAPE}
+    if task_set.protocol == protocols.OFFICIAL:
+        return {"protocol": protocols.OFFICIAL, **OFFICIAL_SHAPE}
     return {"protocol": task_set.protocol, "n_way": n_way, "k_shot": task_set.k_shot,
             "n_query": task_set.n_query, "episodes": task_set.episodes, "seed": task_set.seed}
 

@@ -5,7 +5,17 @@ from pathlib import Path
 
 import pytest
 
+from benchmark import registry
 from benchmark.data import load_omniglot
+
+pytest_plugins = ["pytester"]  # tests/test_checks.py runs the contract helper in a pytest of its own
+
+
+@pytest.fixture(autouse=True)
+def isolated_registry():
+    """Methods a test registers are unregistered after it."""
+    with registry.METHODS.isolated():
+        yield registry.METHODS
 
 
 @pytest.fixture(scope="session")

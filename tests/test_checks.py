@@ -8,24 +8,23 @@ import numpy as np
 import pytest
 import torch
 
+import builtins
+import io
+import os
+import socket
+
 from benchmark import registry
 from benchmark.api import Capabilities, Method
-from benchmark.checks import RULES, CheckFailure, check_method, synthetic_splits
+from benchmark.checks import RULES, CheckFailure, check_method, parametrize_with_checks
+from benchmark.synthetic import synthetic_splits
+
+BUILTINS = [registry.get_method(name) for name in registry.builtin_names()]
 
 
-def _builtin_params():
-    params = []
-    for name in registry.builtin_names():
-        trains = registry.get_method(name).capabilities.needs_training
-        params.append(pytest.param(name, marks=[pytest.mark.slow] if trains else []))
-    return params
-
-
-@pytest.mark.parametrize("name", _builtin_params())
-def test_every_builtin_method_meets_the_contract(name):
-    # No exemption by name here: a method that cannot meet a rule says so in its own CHECK_SKIP.
-    outcome = check_method(registry.get_method(name))
-    assert set(outcome) == set(RULES)
+# No exemption by name here: a method that cannot meet a rule says so in its own CHECK_SKIP.
+@parametrize_with_checks(BUILTINS)
+def test_every_builtin_method_meets_each_rule_of_the_contract(method_class, check):
+    check(method_class)
 
 
 def test_random_opts_out_of_the_rules_a_chance_baseline_cannot_meet_on_its_class():
@@ -56,7 +55,7 @@ class Prototype(Method):
         return pooled.mean(axis=(2, 4)).reshape(n, -1)
 
     def predict(self, batch):
-        self.check_is_fitted()
+        self.check_is_fitted("seed_")
         features = self.features(batch.images[np.unique(batch.support)].astype(np.float64))
         table = dict(zip(np.unique(batch.support).tolist(), features))
         prototypes = np.array([[np.mean([table[i] for i in cls], axis=0) for cls in episode]
@@ -180,7 +179,7 @@ class PrefersTheLastPosition(Prototype):
 
 class ConstantScores(Prototype):
     def predict(self, batch):
-        self.check_is_fitted()
+        self.check_is_fitted("seed_")
         return np.zeros(batch.score_shape)  # ties go to the first class: accuracy 1/N
 
 
@@ -196,7 +195,7 @@ BROKEN = [
     (FitChangesAHyperparameter, "fit_keeps_params", "noise"),
     (WrongShapeFor20Way, "scores_shape_and_finite", "20-way"),
     (NaNFor5Shot, "scores_shape_and_finite", "NaN"),
-    (WritesIntoTheBackground, "inputs_not_mutated", "background images"),
+    (WritesIntoTheBackground, "inputs_not_mutated", "training images"),
     (WritesIntoTheSupportIds, "inputs_not_mutated", "support or query ids"),
     (GlobalRandomness, "deterministic", "two predict calls"),
     (UnseededFit, "deterministic", "two instances"),
@@ -272,6 +271,55 @@ def test_rules_can_be_run_one_at_a_time_for_parametrized_tests():
     assert check_method(ConstantScores, rules=["relabel_equivariant"]) == {"relabel_equivariant": "passed"}
     with pytest.raises(CheckFailure, match="above_chance"):
         check_method(ConstantScores, rules=["above_chance"])
+
+
+def test_each_rule_is_its_own_test_item_and_skips_carry_their_reason(pytester):
+    pytester.makepyfile(test_contract="""
+        import numpy as np
+        from benchmark.api import Capabilities, Method
+        from benchmark.checks import parametrize_with_checks
+
+        class Chance(Method):
+            capabilities = Capabilities()
+            CHECK_SKIP = {"above_chance": "a chance baseline", "relabel_equivariant": "random"}
+
+            def __init__(self):
+                pass
+
+            def fit(self, background, context):
+                self.rng_ = 0
+                return self
+
+            def predict(self, batch):
+                self.check_is_fitted("rng_")
+                return np.random.default_rng([self.rng_, batch.fingerprint()]).random(batch.score_shape)
+
+        @parametrize_with_checks([Chance])
+        def test_contract(method_class, check):
+            check(method_class)
+    """)
+    result = pytester.runpytest("-v", "-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=len(RULES) - 2, skipped=2)
+    result.stdout.fnmatch_lines(["*test_contract[[]Chance-method_class[]] PASSED*",
+                                 "*test_contract[[]Chance-deterministic[]] PASSED*",
+                                 "SKIPPED*a chance baseline*"])
+
+
+def test_every_broken_rule_fails_its_own_item_only():
+    outcome = {rule: "passed" for rule in RULES}
+    for rule in RULES:
+        try:
+            check_method(PrefersTheLastPosition, rules=[rule])
+        except CheckFailure as failure:
+            outcome[rule] = failure.rule
+    assert outcome == {**{rule: "passed" for rule in RULES}, "relabel_equivariant": "relabel_equivariant"}
+
+
+def test_watching_the_constructor_leaves_no_hook_installed():
+    before = (builtins.open, io.open, os.open, socket.socket.connect)
+    with pytest.raises(CheckFailure, match="used the file"):
+        check_method(OpensAFileInInit, rules=["init_stores_params"])
+    assert (builtins.open, io.open, os.open, socket.socket.connect) == before
 
 
 def test_the_check_leaves_torch_global_generator_alone():

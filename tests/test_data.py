@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark import data
+from benchmark import data, files
 from benchmark.data import (KNOWN_SHA256, PROJECT_DATA_DIR, load_omniglot, read_official_folder,
                             read_official_zip, resolve_data_dir)
 from benchmark.download import download_omniglot
@@ -171,7 +171,7 @@ def test_read_only_directory_loads_without_cache(tmp_path, synthetic_sha, monkey
         raise PermissionError(13, "Permission denied")
 
     # Tests may run as root, where chmod does not stop writes; fail the write itself instead.
-    monkeypatch.setattr(data.tempfile, "NamedTemporaryFile", read_only)
+    monkeypatch.setattr(files.tempfile, "NamedTemporaryFile", read_only)
     loaded = load_omniglot(tmp_path, download=False, progress=False)
     assert loaded.evaluation.n_characters == 2
     assert not (tmp_path / "omniglot.npz").exists()

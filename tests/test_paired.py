@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmark.config import StatsConfig
 from benchmark.stats import PAIRED_COLUMNS, bootstrap_indices, mcnemar_exact, paired_differences
 
 EPISODES, QUERIES = 400, 5
@@ -45,7 +46,7 @@ def test_paired_interval_is_narrower_than_the_unpaired_one_on_correlated_methods
 def test_paired_interval_resamples_the_same_episodes_for_both_methods():
     a, b = correlated_methods(np.random.default_rng(1))
     records = pd.concat([records_of("a", a), records_of("b", b)], ignore_index=True)
-    row = paired_differences(records, resamples=500, seed=4).iloc[0]
+    row = paired_differences(records, StatsConfig(resamples=500, seed=4)).iloc[0]
     indices = bootstrap_indices(EPISODES, 500, 4)
     differences = b.mean(1)[indices].mean(1) - a.mean(1)[indices].mean(1)
     assert (row.ci_low, row.ci_high) == pytest.approx(tuple(np.percentile(differences, [2.5, 97.5])))

@@ -38,7 +38,7 @@ METHOD_BODY = """
         pass
 
     def fit(self, background, context):
-        self.fitted_ = True
+        self.reset_embeddings()
         return self
 
     def embed(self, images):
@@ -251,7 +251,7 @@ def test_misbehaving_plugins_fail_alone_with_one_line_each_and_exit_code_1(omnig
     assert set(failed) == set(faulty)
     assert "fit raised RuntimeError: fit exploded" in failed["faulty_fit"]
     assert "predict raised ValueError: predict exploded" in failed["faulty_raise"]
-    assert "predict returned shape (10, 2), expected (10, 2, 2)" in failed["faulty_shape"]
+    assert "predict returned shape (10, 2) on 2-way 1-shot episodes, expected (10, 2, 2)" in failed["faulty_shape"]
     assert "NaN" in failed["faulty_nan"]
     # The method that works finished and was written, with its summary.
     records = pd.read_csv(out / "records.csv")

@@ -40,8 +40,9 @@ class NoisyNeighbor(NearestNeighbor):
         return scores + rng.normal(scale=scores.std(), size=scores.shape)
 
 
-if "noisy_neighbor" not in registry.available_names():
-    registry.register_method("noisy_neighbor")(NoisyNeighbor)
+@pytest.fixture(autouse=True)
+def noisy_neighbor(isolated_registry):
+    isolated_registry.register("noisy_neighbor")(NoisyNeighbor)
 
 
 def make_config(cross_seed=1):
@@ -127,7 +128,7 @@ def test_runs_merge_with_device_labels_for_methods_found_in_both(tmp_path):
     records, infos = merge_runs([cpu, gpu])
     assert set(records.method) == {"random", "nearest_neighbor (cpu)", "nearest_neighbor (cuda)",
                                    "noisy_neighbor"}
-    assert [info["label"] for info in infos] == ["cpu", "cuda"]
+    assert [run.label for run in infos] == ["cpu", "cuda"]
     summary = report_runs([cpu, gpu], tmp_path / "merged")
     nn = summary[summary.method.str.startswith("nearest_neighbor")].pivot_table(
         index=["task_set", "n_way"], columns="method", values="accuracy")

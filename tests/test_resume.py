@@ -15,9 +15,10 @@ import pytest
 from benchmark.cli import main
 from benchmark.config import config_from_dict
 from benchmark.errors import ConfigError
-from benchmark.report import read_records
 from benchmark import run_folder
-from benchmark.run_folder import RunFolderError, RunLock, staged_outputs, write_atomically
+from benchmark.errors import RunFolderError
+from benchmark.files import staged_outputs, write_atomically
+from benchmark.run_folder import RunFolder, RunLock
 from benchmark.runner import RunOptions, run_benchmark
 from tasks.sets import resolve_task_sets
 from tests.synthetic import synthetic_omniglot
@@ -37,6 +38,10 @@ def tiny_run(out_dir, methods=("random", "nearest_neighbor"), data=DATA, log=Non
     options = RunOptions(progress=False, checkpoint_dir=Path(out_dir).parent / "checkpoints",
                          log=log or (lambda message: None))
     return run_benchmark(config, list(methods), data, resolve_task_sets(config, data), Path(out_dir), options)
+
+
+def read_records(run_dir, log=None):
+    return RunFolder(run_dir).read_records(log)
 
 
 def manifest_of(run_dir):
@@ -187,10 +192,10 @@ def test_staged_outputs_appear_whole_or_not_at_all(tmp_path):
     (["--resume", "{tmp}/run", "--set", "task_sets.cross.episodes=99"], "another config"),
 ])
 def test_resume_mistakes_get_one_line(tmp_path, capsys, monkeypatch, args, fragment):
-    import benchmark.cli as cli
+    import benchmark.commands as commands
 
-    monkeypatch.setattr(cli, "_load_data", lambda *args, **kwargs: DATA)
-    monkeypatch.setattr(cli, "_task_sets", lambda config, data, **kwargs: resolve_task_sets(config, data))
+    monkeypatch.setattr(commands, "load_data_and_tasks",
+                        lambda config, *args, **kwargs: (DATA, resolve_task_sets(config, DATA)))
     tiny_run(tmp_path / "run", methods=("random",))
     manifest = manifest_of(tmp_path / "run")
     code = main([a.replace("{tmp}", str(tmp_path)) for a in args] + ["--quiet"])
@@ -201,10 +206,10 @@ def test_resume_mistakes_get_one_line(tmp_path, capsys, monkeypatch, args, fragm
 
 
 def test_resume_reuses_the_saved_config_methods_and_seeds(tmp_path, capsys, monkeypatch):
-    import benchmark.cli as cli
+    import benchmark.commands as commands
 
-    monkeypatch.setattr(cli, "_load_data", lambda *args, **kwargs: DATA)
-    monkeypatch.setattr(cli, "_task_sets", lambda config, data, **kwargs: resolve_task_sets(config, data))
+    monkeypatch.setattr(commands, "load_data_and_tasks",
+                        lambda config, *args, **kwargs: (DATA, resolve_task_sets(config, DATA)))
     tiny_run(tmp_path / "reference" / "run")
     out = tmp_path / "partial" / "run"
     tiny_run(out, methods=("nearest_neighbor", "random"))

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmark.config import StatsConfig
 from benchmark.stats import bootstrap_ci, mcnemar_exact, normal_ci, summarize
 
 
@@ -13,21 +14,21 @@ def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_more_episodes():
     rng = np.random.default_rng(0)
     small = rng.random(50)
     large = rng.random(5000)
-    low, high = bootstrap_ci(small)
+    low, high = bootstrap_ci(small, 2000, 0.95, 0)
     assert low < small.mean() < high
-    low_large, high_large = bootstrap_ci(large)
+    low_large, high_large = bootstrap_ci(large, 2000, 0.95, 0)
     assert high_large - low_large < (high - low) / 5
 
 
 def test_bootstrap_ci_is_seeded():
     values = np.random.default_rng(1).random(100)
-    assert bootstrap_ci(values, seed=3) == bootstrap_ci(values, seed=3)
-    assert bootstrap_ci(values, seed=3) != bootstrap_ci(values, seed=4)
+    assert bootstrap_ci(values, 2000, 0.95, 3) == bootstrap_ci(values, 2000, 0.95, 3)
+    assert bootstrap_ci(values, 2000, 0.95, 3) != bootstrap_ci(values, 2000, 0.95, 4)
 
 
 def test_bootstrap_ci_agrees_with_normal_ci_on_a_large_sample():
     values = (np.random.default_rng(2).random(4000) < 0.3).astype(float)
-    boot, normal = bootstrap_ci(values), normal_ci(values)
+    boot, normal = bootstrap_ci(values, 2000, 0.95, 0), normal_ci(values, 0.95)
     assert abs(boot[0] - normal[0]) < 0.004 and abs(boot[1] - normal[1]) < 0.004
     assert abs((normal[1] - normal[0]) / 2 - 1.96 * values.std(ddof=1) / np.sqrt(4000)) < 1e-4
 
@@ -40,7 +41,7 @@ def test_bootstrap_ci_covers_the_true_accuracy_at_about_the_nominal_rate(true_ac
     covered = 0
     for repetition in range(400):
         sample = (rng.random(episodes) < true_accuracy).astype(float)
-        low, high = bootstrap_ci(sample, resamples=1000, seed=repetition)
+        low, high = bootstrap_ci(sample, 1000, 0.95, repetition)
         covered += low <= true_accuracy <= high
     assert 0.92 <= covered / 400 <= 0.98
 
@@ -81,7 +82,7 @@ def test_summarize_reports_the_mean_over_seeds_their_spread_and_the_episode_inte
     # The episode interval resamples episodes of the seed-averaged accuracy: per-episode
     # means are 1 (60 episodes), 2/3 (10), 1/3 (10), 0 (20).
     per_episode = np.mean([c for c in correct.values()], axis=0)
-    assert (row.ci_low, row.ci_high) == bootstrap_ci(per_episode)
+    assert (row.ci_low, row.ci_high) == bootstrap_ci(per_episode, 2000, 0.95, 0)
 
 
 def test_mcnemar_exact_matches_hand_computed_values():

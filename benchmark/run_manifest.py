@@ -1,0 +1,172 @@
+"""run.json as typed data: the manifest of a run folder (benchmark/run_folder.py writes it).
+
+The manifest says what a run is (its resolved config, the episodes of every task set by
+hash, the data by hash, the machine) and what it has finished: one `Chunk` per (method,
+seed, task set, N, k) whose records are in records.csv, with their byte range and sha256.
+This module alone maps it to and from JSON; everything else reads typed fields.
+`RUN_FORMAT` is the version: a file of another format is refused, not guessed at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmark.config import RunConfig, config_from_dict
+from benchmark.environment import Environment
+from benchmark.errors import RunFolderError
+
+RUN_FORMAT = "oneshot-benchmark/run/v1"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """The records of one (method, seed, task set, N, k): bytes [start, end) of records.csv."""
+
+    method: str
+    seed: int
+    task_set: str
+    n_way: int
+    k_shot: int
+    rows: int
+    bytes: tuple[int, int]
+    sha256: str
+
+    @property
+    def key(self) -> tuple:
+        return chunk_key(self.method, self.seed, self.task_set, self.n_way, self.k_shot)
+
+    def describe(self) -> str:
+        return f"{self.method} seed {self.seed} on {self.task_set} {self.n_way}-way {self.k_shot}-shot"
+
+
+def chunk_key(method: str, seed: int, task_set: str, n_way: int, k_shot: int) -> tuple:
+    """What identifies a chunk: a run holds at most one chunk per key."""
+    return (method, seed, task_set, n_way, k_shot)
+
+
+@dataclass
+class MethodEntry:
+    """Where a method came from, its hyperparameters and capabilities, and its times per seed."""
+
+    source: str = "unknown"
+    params: dict | None = None
+    capabilities: dict[str, bool] = field(default_factory=dict)
+    device: str | None = None  # where it was fitted and run (None in runs made before this field)
+    timing: dict[str, dict] = field(default_factory=dict)  # seed -> fit/predict seconds, peak RSS
+
+    @property
+    def needs_training(self) -> bool:
+        return bool(self.capabilities.get("needs_training", True))
+
+
+@dataclass(frozen=True)
+class DataEntry:
+    root: str
+    background_sha256: str
+    evaluation_sha256: str
+
+
+@dataclass
+class RunManifest:
+    run_id: str
+    config: dict  # the resolved config (RunConfig.to_dict), enough to resume without the YAML
+    methods_requested: list[str]
+    seeds: list[int]
+    task_sets: dict[str, str]  # task-set key (tasks.sets.TaskSet.key) -> sha256 of its episode ids
+    data: DataEntry
+    environment: Environment
+    started: str
+    methods: dict[str, MethodEntry] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # method label -> why it failed
+    chunks: list[Chunk] = field(default_factory=list)
+    records_bytes: int = 0  # the bytes of records.csv that the chunks cover
+    format: str = RUN_FORMAT
+
+    def run_config(self) -> RunConfig:
+        """The config the run was made with, typed (ConfigError if it no longer loads)."""
+        return config_from_dict(self.config, source="run.json")
+
+    def done(self) -> set[tuple]:
+        return {chunk.key for chunk in self.chunks}
+
+    def has_results(self, method: str) -> bool:
+        return any(chunk.method == method for chunk in self.chunks)
+
+    def to_json(self) -> dict:
+        plain = dataclasses.asdict(self)
+        for chunk in plain["chunks"]:
+            chunk["bytes"] = list(chunk["bytes"])
+        return {"format": plain.pop("format"), **plain}
+
+    @classmethod
+    def from_json(cls, raw: Any, where: str) -> RunManifest:
+        """The manifest of a parsed run.json, or RunFolderError naming `where` and the bad field."""
+        if not isinstance(raw, dict) or raw.get("format") != RUN_FORMAT:
+            raise RunFolderError(f"{where} is not a run manifest of this project (format {RUN_FORMAT})")
+        try:
+            chunks = [Chunk(**{**entry, "bytes": tuple(entry["bytes"])}) for entry in _field(raw, "chunks", list)]
+            return cls(
+                run_id=_field(raw, "run_id", str), config=_field(raw, "config", dict),
+                methods_requested=[str(name) for name in _field(raw, "methods_requested", list)],
+                seeds=[int(seed) for seed in raw.get("seeds", [])],
+                task_sets=_field(raw, "task_sets", dict), data=DataEntry(**_field(raw, "data", dict)),
+                environment=Environment(**raw.get("environment", {})), started=str(raw.get("started")),
+                methods={name: MethodEntry(**entry) for name, entry in raw.get("methods", {}).items()},
+                failures=dict(raw.get("failures", {})), chunks=chunks,
+                records_bytes=_field(raw, "records_bytes", int))
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            raise RunFolderError(f"{where} is malformed ({type(error).__name__}: {error}): it was not "
+                                 f"written by this project; choose a new --out folder") from None
+
+    def resume_problem(self, new: RunManifest) -> str | None:
+        """Why a run of `new` cannot continue this one, naming the field that differs; None if it can.
+
+        Method hyperparameters are compared per method when a method runs (adding a method to a
+        run is a resume, not a new run).
+        """
+        difference = _first_difference(_without_methods(self.config), _without_methods(new.config), "config.")
+        if difference:
+            return f"another config ({difference})"
+        for key in sorted(set(self.task_sets) | set(new.task_sets)):
+            if self.task_sets.get(key) != new.task_sets.get(key):
+                return (f"other episodes for task set {key} (ids sha256 {_short(self.task_sets.get(key))} there, "
+                        f"{_short(new.task_sets.get(key))} now)")
+        if (self.data.background_sha256, self.data.evaluation_sha256) != (
+                new.data.background_sha256, new.data.evaluation_sha256):
+            return "other Omniglot data (other sha256): point --data-dir at the data it used"
+        return None
+
+
+def _field(raw: dict, name: str, kind: type):
+    value = raw[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a {kind.__name__}")
+    return value
+
+
+def _without_methods(config: dict) -> dict:
+    return {key: value for key, value in config.items() if key != "methods"}
+
+
+def _first_difference(old, new, prefix: str) -> str | None:
+    """The first dotted key where two plain values differ, with both values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(k for k in new if k not in old)]:
+            found = _first_difference(old.get(key, "(unset)"), new.get(key, "(unset)"), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    if old != new:
+        return f"{prefix.rstrip('.')} is {_shown(old)} there, {_shown(new)} now"
+    return None
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _short(digest: str | None) -> str:
+    return f"{digest[:12]}..." if digest else "none"
