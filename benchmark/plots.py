@@ -51,29 +51,11 @@ def plot_accuracy_vs_n(summary: pd.DataFrame, stem: Path, confidence: float = 0.
         for (method, task_set), curve in curves.groupby(["method", "task_set"], sort=False):
             _draw_curve(axes[curve["protocol"].iloc[0]], curve.sort_values("n_way"),
                         colors[method], styles[task_set][0], method in references)
-        point_methods = list(dict.fromkeys(points["method"]))
-        for row in points.itertuples():
-            # A small offset per method keeps the diamonds from hiding one another.
-            x = row.n_way + 0.8 * (point_methods.index(row.method) - (len(point_methods) - 1) / 2)
-            # A percentile interval need not contain the accuracy (nor does rounding always keep
-            # it inside): matplotlib refuses negative error bars, so such a side is drawn as 0.
-            below = max(0.0, 100 * (row.accuracy - row.ci_low))
-            above = max(0.0, 100 * (row.ci_high - row.accuracy))
-            axes[point_panel[row.protocol]].errorbar(
-                x, 100 * row.accuracy, fmt="D", color=colors[row.method], markersize=5,
-                markeredgecolor="white", markeredgewidth=0.6, capsize=3, zorder=4,
-                yerr=[[below], [above]])
+        _draw_points(axes, points, point_panel, colors)
         for protocol, ax in axes.items():
             shown = pd.concat([curves[curves.protocol == protocol],
                                points[points.protocol.map(point_panel) == protocol]])
-            max_n = int(max(shown["n_way"].max(), 2))
-            n_values = np.arange(2, max_n + 1)
-            ax.plot(n_values, 100 / n_values, ":", color="black", linewidth=1, zorder=1)
-            ax.set_title(PANEL_TITLES.get(protocol, protocol))
-            ax.set_xlabel("number of ways N")
-            ax.set_xlim(0, max_n + 2)
-            ax.set_ylim(0, 100)
-            ax.grid(alpha=0.3)
+            _decorate_panel(ax, protocol, int(max(shown["n_way"].max(), 2)))
         axes[panels[0]].set_ylabel(f"accuracy (%), {100 * confidence:g}% CI bands")
         handles = _legend_handles(colors, styles, points, seeded=bool((summary["seeds"] > 1).any()))
         legend = fig.legend(handles=handles, loc="lower center", ncol=3 if len(panels) > 1 else 2,
@@ -87,6 +69,33 @@ def plot_accuracy_vs_n(summary: pd.DataFrame, stem: Path, confidence: float = 0.
         fig.savefig(paths[1], metadata={"Date": None})  # no timestamp: same records, same file
         plt.close(fig)
     return paths
+
+
+def _draw_points(axes: dict, points: pd.DataFrame, point_panel: dict, colors: dict) -> None:
+    """Task sets of a single N (the official runs) as diamonds with their interval."""
+    point_methods = list(dict.fromkeys(points["method"]))
+    for row in points.itertuples():
+        # A small offset per method keeps the diamonds from hiding one another.
+        x = row.n_way + 0.8 * (point_methods.index(row.method) - (len(point_methods) - 1) / 2)
+        # A percentile interval need not contain the accuracy (nor does rounding always keep
+        # it inside): matplotlib refuses negative error bars, so such a side is drawn as 0.
+        below = max(0.0, 100 * (row.accuracy - row.ci_low))
+        above = max(0.0, 100 * (row.ci_high - row.accuracy))
+        axes[point_panel[row.protocol]].errorbar(
+            x, 100 * row.accuracy, fmt="D", color=colors[row.method], markersize=5,
+            markeredgecolor="white", markeredgewidth=0.6, capsize=3, zorder=4,
+            yerr=[[below], [above]])
+
+
+def _decorate_panel(ax, protocol: str, max_n: int) -> None:
+    """Chance (1/N) as a dotted line, title, axes and grid."""
+    n_values = np.arange(2, max_n + 1)
+    ax.plot(n_values, 100 / n_values, ":", color="black", linewidth=1, zorder=1)
+    ax.set_title(PANEL_TITLES.get(protocol, protocol))
+    ax.set_xlabel("number of ways N")
+    ax.set_xlim(0, max_n + 2)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
 
 
 def _legend_handles(colors: dict, styles: dict, points: pd.DataFrame, seeded: bool) -> list:
