@@ -142,7 +142,7 @@ class RunManifest:
 def _field(raw: dict, name: str, kind: type):
     value = raw[name]
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a {kind.__name__}")
+        raise TypeError(f"{name} must be of type {kind.__name__}")
     return value
 
 
