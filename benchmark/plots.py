@@ -26,7 +26,7 @@ SPLIT_STYLES = {"evaluation": ["-", "-.", (0, (5, 1, 1, 1, 1, 1))], "background"
 POINT_PANEL = {"official": "within"}
 
 
-def plot_accuracy_vs_n(summary: pd.DataFrame, stem: Path, confidence: float = 0.95,
+def plot_accuracy_vs_n(summary: pd.DataFrame, stem: Path, confidence: float,
                        references: set[str] = frozenset()) -> list[Path]:
     """Write stem.png and stem.svg; `references` names the untrained methods (drawn in grey)."""
     import matplotlib

@@ -51,6 +51,37 @@ def test_list_methods():
     assert {"random", "nearest_neighbor"} <= set(names)
 
 
+def test_help_lists_every_command_and_each_command_has_its_own_help(capsys):
+    from benchmark.cli import COMMANDS, main
+
+    result = cli("--help")
+    assert result.returncode == 0
+    listed = result.stdout.split("positional arguments:")[1].split("options:")[0]
+    # Each command starts a line indented by four spaces; wrapped help lines are indented more.
+    names = [line.split()[0] for line in listed.splitlines() if line.startswith("    ") and line[4] != " "]
+    assert names == list(COMMANDS)
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0
+        assert f"usage: run_benchmark.py {command}" in capsys.readouterr().out
+    # `run` is the default: its options work without naming it, and its help is the same.
+    with pytest.raises(SystemExit):
+        main(["--methods", "random", "--help"])
+    assert "--resume RUN_DIR" in capsys.readouterr().out
+
+
+def test_each_option_is_declared_once_and_every_declared_option_is_used():
+    from benchmark.cli import COMMANDS, OPTIONS, build_parser
+
+    used = {option for _, _, options in COMMANDS.values() for option in options}
+    assert used == set(OPTIONS)
+    parser = build_parser()
+    run = parser._subparsers._group_actions[0].choices["run"]
+    flags = [flag for action in run._actions for flag in action.option_strings]
+    assert len(flags) == len(set(flags)) and "--set" in flags
+
+
 def assert_clean_usage_error(result, *fragments):
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]

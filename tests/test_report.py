@@ -205,7 +205,7 @@ def test_the_figure_accepts_an_accuracy_outside_its_interval(tmp_path):
                             row("official", "within", 20, 0.62, 0.5, 0.6),
                             row("official_low", "within", 20, 0.5, 0.5 + 1e-12, 0.55)],
                            columns=SUMMARY_COLUMNS)
-    paths = plot_accuracy_vs_n(summary, tmp_path / "figure")
+    paths = plot_accuracy_vs_n(summary, tmp_path / "figure", 0.95)
     assert [path.name for path in paths] == ["figure.png", "figure.svg"]
     assert all(path.stat().st_size > 0 for path in paths)
 
