@@ -22,7 +22,8 @@ from benchmark.errors import MethodError
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a method declares about itself; the runner reads every field."""
+    """What a method declares about itself. Every field is read: `needs_training` and
+    `uses_gpu` by the runner, `deterministic` by the contract check and the CI regression."""
 
     # Trained once per training seed (`--seeds`); run on `only_trained` task sets.
     needs_training: bool = False

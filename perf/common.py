@@ -1,8 +1,16 @@
-"""What the hand-run benchmarks of issue 9 share: the machine's facts, the default task sets,
-and a method fitted the way `run_benchmark.py` fits it (trained weights from the checkpoint
-cache under results/checkpoints/ when they are there, as a default run would use them).
+"""What the hand-run perf/ scripts share: the machine's facts, the one-line result, the data
+and the config (full size, or tiny), the default task sets, and a method fitted the way
+`run_benchmark.py` fits it (trained weights from the checkpoint cache under
+results/checkpoints/ when they are there, as a default run would use them).
 
-Not a benchmark itself; the scripts beside it import it.
+The project is used through its public namespace only (`import benchmark`). Not a
+measurement itself: the scripts beside it import it (`python perf/NAME.py` puts perf/ first
+on sys.path).
+
+Every script takes `--tiny`: a few seconds on a CPU (a few episodes, a few training steps,
+small networks; checkpoints in a temporary folder), to check that the script still runs,
+not to measure anything. `--synthetic` uses `benchmark.synthetic_omniglot()` instead of the
+data in $OMNIGLOT_DIR (it has no official runs, so the `official` task set is left out).
 """
 
 from __future__ import annotations
@@ -13,27 +21,35 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmark.api import EpisodeBatch, FitContext  # noqa: E402
-from benchmark.checkpoints import CheckpointStore  # noqa: E402
-from benchmark.config import check_hyperparameters, load_config  # noqa: E402
-from benchmark.data import load_omniglot, official_runs_zip  # noqa: E402
-from benchmark.registry import get_method  # noqa: E402
-from tasks import episodes as episode_sets  # noqa: E402
-from tasks.official import official_episode_set  # noqa: E402
-from tasks.sets import resolve_task_sets  # noqa: E402
-
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+CHECKPOINTS = ROOT / "results" / "checkpoints"  # where a default run leaves its trained weights
 # The evaluation task sets every method runs (cross_background is for trained methods only).
 EVALUATION_TASK_SETS = ("cross", "within", "official")
+
+# --tiny: every task set (but the official runs) shrunk to these, and each trained method to
+# a few steps of a small network that still validates (one held-out alphabet).
+TINY_WAYS = (2, 5)
+TINY_EPISODES = 4
+TINY_METHODS = {
+    "siamese": {"architecture": "compact", "channels": 8, "steps": 4, "batch_images": 16, "warmup_steps": 0,
+                "validation_alphabets": 1, "validation_episodes": 4, "validate_every": 2, "compile": False},
+    "protonet": {"steps": 4, "train_ways": 5, "train_queries": 2, "channels": 8, "validation_alphabets": 1,
+                 "validation_episodes": 4, "validate_every": 2},
+    "softmax_transfer": {"steps": 4, "channels": 8, "batch_size": 16, "validation_alphabets": 1,
+                         "validate_every": 2, "finetune_steps": 2},
+}
+# Temporary checkpoint folders of --tiny runs: removed when the process exits.
+SCRATCH_FOLDERS: list[tempfile.TemporaryDirectory] = []
 
 
 def load_average() -> float:
@@ -72,74 +88,115 @@ def print_result(result: dict, json_path: str | None) -> int:
     return 0
 
 
-def accuracy(method, split, episodes) -> float:
-    """Per cent of the episodes' queries `method` classifies right (2 decimals)."""
-    batch = EpisodeBatch(split.flat_images, episodes.support, episodes.query, split.sha256)
-    return round(float(np.mean(method.predict(batch).argmax(-1) == episodes.query_label)) * 100, 2)
+def log(message: str) -> None:
+    """Progress and method messages go to stderr: stdout holds the result line only."""
+    print(message, file=sys.stderr, flush=True)
 
 
-def configured_method(name: str, config):
-    """The method, unfitted, with the config's hyperparameters (checked as the runner checks them)."""
-    cls = get_method(name)
-    return cls(**check_hyperparameters(name, cls, config.methods.get(name, {})))
+# ---- data and config -----------------------------------------------------------------------
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """--data-dir, --synthetic and --tiny, which every script takes."""
+    parser.add_argument("--data-dir", default=os.environ.get("OMNIGLOT_DIR"),
+                        help="the Omniglot folder (default: $OMNIGLOT_DIR)")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="benchmark.synthetic_omniglot() instead of the real data (no official runs)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a few seconds on a CPU: tiny task sets and training, checkpoints in a "
+                             "temporary folder; checks the script, measures nothing (overrides --set)")
 
 
-def load_data(data_dir: str | None):
-    if not data_dir:
-        sys.exit("error: set OMNIGLOT_DIR (or pass --data-dir) to the Omniglot folder")
-    return load_omniglot(data_dir, download=False, progress=False)
+def load_data(args):
+    """The real data (--data-dir or $OMNIGLOT_DIR), or synthetic data with --synthetic."""
+    if args.synthetic:
+        return benchmark.synthetic_omniglot()
+    if not args.data_dir:
+        sys.exit("error: set OMNIGLOT_DIR (or pass --data-dir) to the Omniglot folder, or pass --synthetic")
+    return benchmark.load_omniglot(args.data_dir, download=False, progress=False)
+
+
+def run_config(args, path=DEFAULT_CONFIG, overrides=()) -> benchmark.RunConfig:
+    """The config with its overrides; shrunk by --tiny, without the official runs on --synthetic."""
+    config = benchmark.load_config(path, list(overrides))
+    if not (args.tiny or args.synthetic):
+        return config
+    raw = config.to_dict()
+    if args.synthetic:
+        raw["task_sets"] = {name: task for name, task in raw["task_sets"].items() if task["protocol"] != "official"}
+    if args.tiny:
+        for task in raw["task_sets"].values():
+            if task["protocol"] != "official":
+                task.update(n_way=list(TINY_WAYS), episodes=TINY_EPISODES)
+        for name, params in TINY_METHODS.items():
+            raw["methods"][name] = {**raw["methods"].get(name, {}), **params}
+    return benchmark.config_from_dict(raw, source=f"{path} ({'tiny' if args.tiny else 'synthetic'})")
+
+
+def with_task_sets(config: benchmark.RunConfig, task_sets: dict) -> benchmark.RunConfig:
+    """The same config with other task sets (name -> its settings as in the YAML file)."""
+    return benchmark.config_from_dict(dict(config.to_dict(), task_sets=task_sets))
 
 
 def task_sets(config, data, names=EVALUATION_TASK_SETS) -> list:
     """The config's task sets of these names, generated exactly as the runner generates them."""
-    def official_runs():
-        return official_episode_set(official_runs_zip(data.root, download=False), data.evaluation)
-
-    return [t for t in resolve_task_sets(config, data, official_runs) if t.name in names]
+    chosen = {name: task for name, task in config.to_dict()["task_sets"].items() if name in names}
+    return benchmark.resolve_task_sets(with_task_sets(config, chosen), data, download=False)
 
 
 def evaluation_sets(config, data, n_way: int) -> dict:
-    """The config's `cross` and `within` episodes at this N (1-shot) on the evaluation split, and
-    the official runs: the same episodes `run_benchmark.py` scores at that N."""
-    evaluation = data.evaluation
-    sets = {}
-    for name in ("cross", "within"):
-        task = config.task_sets[name]
-        sets[f"{name}_{n_way}way"] = episode_sets.generate(
-            evaluation.alphabet, evaluation.sha256, task.protocol, n_way, 1, task.n_query,
-            task.episodes, task.seed)
-    sets["official"] = official_episode_set(official_runs_zip(data.root, download=False), evaluation)
-    return sets
+    """The config's `cross` and `within` task sets at this N and the official runs (when the
+    config has them): the same episodes `run_benchmark.py` scores at that N. Keyed
+    `cross_20way`, `within_20way`, `official`."""
+    chosen = {}
+    for name, task in config.to_dict()["task_sets"].items():
+        if name in ("cross", "within"):
+            chosen[name] = dict(task, n_way=[n_way])
+        elif name == "official":
+            chosen[name] = task
+    resolved = benchmark.resolve_task_sets(with_task_sets(config, chosen), data, download=False)
+    return {(t.name if t.name == "official" else f"{t.name}_{n_way}way"): t for t in resolved}
 
 
-def batch_of(task_set, data) -> EpisodeBatch:
-    """The EpisodeBatch the runner hands `predict` for this task set."""
-    split = getattr(data, task_set.split)
-    episodes = task_set.episodes
-    return EpisodeBatch(split.flat_images, episodes.support, episodes.query, split.sha256)
+def accuracy(method, task_set, data) -> float:
+    """Per cent of the task set's queries `method` classifies right (2 decimals)."""
+    scores = method.predict(task_set.batch(data))
+    return round(float(np.mean(scores.argmax(-1) == task_set.episodes.query_label)) * 100, 2)
 
 
-def fitted_method(name: str, config, data, device: str = "cpu",
-                  checkpoint_dir: Path = ROOT / "results" / "checkpoints"):
+# ---- methods -------------------------------------------------------------------------------
+
+def checkpoint_store(args) -> benchmark.CheckpointStore:
+    """results/checkpoints/ (a default run's weights, reused as the runner reuses them), or with
+    --tiny a temporary folder, removed when the process exits."""
+    if not args.tiny:
+        return benchmark.CheckpointStore(CHECKPOINTS, log=log)
+    SCRATCH_FOLDERS.append(tempfile.TemporaryDirectory(prefix="perf-checkpoints-"))
+    return benchmark.CheckpointStore(SCRATCH_FOLDERS[-1].name, log=log)
+
+
+def fit_context(device: str, seed: int, checkpoints=None, progress: bool = False, **fields) -> benchmark.FitContext:
+    """The FitContext the runner builds, with messages to stderr."""
+    return benchmark.FitContext(device=device, seed=seed, progress=progress, checkpoints=checkpoints, log=log,
+                                **fields)
+
+
+def fitted_method(name: str, config, data, checkpoints: benchmark.CheckpointStore, device: str = "cpu"):
     """The method with the config's hyperparameters, fitted as the runner fits it.
 
-    Trained methods load their weights from `checkpoint_dir` when a checkpoint of the same
-    key is there (a default run leaves one), and otherwise train and save it, as the runner does.
+    Trained methods load their weights from `checkpoints` when a checkpoint of the same key is
+    there (a default run leaves one in results/checkpoints/), and otherwise train and save it.
     """
-    method = configured_method(name, config)
-    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
-    context = FitContext(device=device, seed=config.seed, progress=False,
-                         checkpoints=CheckpointStore(checkpoint_dir, log=log), log=log)
+    method = benchmark.create_method(name, config.methods.get(name, {}))
     torch.manual_seed(config.seed)  # as the runner does before fit
-    return method.fit(data.background, context)
+    return method.fit(data.background, fit_context(device, config.seed, checkpoints))
 
 
 def training_arguments(description: str) -> argparse.ArgumentParser:
     """The options every train-and-score script takes (it adds its own after these)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", default="configs/default.yaml")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG.relative_to(ROOT)))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--data-dir", default=os.environ.get("OMNIGLOT_DIR"))
+    add_data_options(parser)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the target machine has 2 cores)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
@@ -152,11 +209,7 @@ def training_setup(args, method_name: str) -> tuple:
     """(config, unfitted method, training seed, data) from the options of `training_arguments`;
     sets torch's thread count first."""
     torch.set_num_threads(args.threads)
-    config = load_config(args.config, args.overrides)
-    method = configured_method(method_name, config)
+    config = run_config(args, args.config, args.overrides)
+    method = benchmark.create_method(method_name, config.methods.get(method_name, {}))
     seed = config.seed if args.seed is None else args.seed
-    return config, method, seed, load_omniglot(args.data_dir, download=False, progress=False)
-
-
-def default_config(overrides=()):
-    return load_config(DEFAULT_CONFIG, list(overrides))
+    return config, method, seed, load_data(args)

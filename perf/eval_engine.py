@@ -22,9 +22,10 @@ is printed per set. Predictions (argmax) of the two paths are asserted equal on 
 sampled query, and the largest score difference is reported.
 
     export OMNIGLOT_DIR=../shared/omniglot
-    python benchmarks/eval_engine.py --method siamese --loop-episodes 50
-    python benchmarks/eval_engine.py --method siamese --loop episode --loop-episodes 50
-    python benchmarks/eval_engine.py --method nearest_neighbor --loop-episodes 50
+    python perf/eval_engine.py --method siamese --loop-episodes 50
+    python perf/eval_engine.py --method siamese --loop episode --loop-episodes 50
+    python perf/eval_engine.py --method nearest_neighbor --loop-episodes 50
+    python perf/eval_engine.py --tiny --synthetic     # seconds: checks the script, measures nothing
 
 Prints one JSON object at the end (also written to --json). Run by hand; the machine may be
 shared, so the load average is printed beside every timing.
@@ -34,30 +35,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (batch_of, default_config, fitted_method, load_average, load_data, machine,  # noqa: E402
-                     print_result, task_sets)
-
-from benchmark.training import resize_images  # noqa: E402
+import benchmark
+from common import (TINY_EPISODES, add_data_options, checkpoint_store, fitted_method, load_average, load_data,
+                    machine, print_result, run_config, task_sets)
 
 
 def time_harness(method, sets, data) -> tuple[dict, float, float, dict]:
     """predict on every task set from an empty cache: (scores, seconds, CPU seconds, per-set seconds)."""
-    method._embedding_cache = None
+    method.reset_embeddings()
     scores, per_set = {}, {}
     started, cpu_started = time.perf_counter(), time.process_time()
     for task_set in sets:
         set_started = time.perf_counter()
-        scores[task_set.label] = method.predict(batch_of(task_set, data))
+        scores[task_set.label] = method.predict(task_set.batch(data))
         per_set[task_set.label] = round(time.perf_counter() - set_started, 3)
     return scores, time.perf_counter() - started, time.process_time() - cpu_started, per_set
 
@@ -68,7 +64,7 @@ class SiamesePairsLoop:
     def __init__(self, method, images: np.ndarray):
         self.net = method.network_.eval()
         # Ready-made inputs: every image resized once, outside the timed loop (to the loop's favour).
-        self.inputs = resize_images(images, method.input_size_).contiguous(memory_format=torch.channels_last)
+        self.inputs = benchmark.resize_images(images, method.input_size_).contiguous(memory_format=torch.channels_last)
 
     def episode(self, support_ids: np.ndarray, query_ids: np.ndarray) -> np.ndarray:
         n, k = support_ids.shape
@@ -165,7 +161,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=("siamese", "nearest_neighbor"), default="siamese")
     parser.add_argument("--loop", choices=("pairs", "episode"), default="pairs", help="the baseline loop (above)")
-    parser.add_argument("--data-dir", default=os.environ.get("OMNIGLOT_DIR"))
+    add_data_options(parser)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the target machine has 2 cores)")
     parser.add_argument("--loop-episodes", type=int, default=10, help="episodes per (task set, N) the loop runs")
@@ -174,11 +170,13 @@ def main() -> int:
     parser.add_argument("--tolerance", type=float, default=1e-3, help="largest score difference allowed")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    if args.tiny:
+        args.loop_episodes = min(args.loop_episodes, TINY_EPISODES)
     torch.set_num_threads(args.threads)
-    config = default_config(args.overrides)
-    data = load_data(args.data_dir)
+    config = run_config(args, overrides=args.overrides)
+    data = load_data(args)
     sets = task_sets(config, data)
-    method = fitted_method(args.method, config, data)
+    method = fitted_method(args.method, config, data, checkpoint_store(args))
 
     harness_runs = []
 

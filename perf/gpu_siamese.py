@@ -18,7 +18,7 @@ The GPU machine sees only the checkout, so copy the data and the probe into `.de
 
     mkdir -p .device/omniglot && cp ../shared/omniglot/omniglot.npz ../shared/omniglot/all_runs.zip .device/omniglot/
     cp ../shared/probes/siamese_probe.py .device/
-    bash benchmarks/gpu_siamese.sh            # = python benchmarks/gpu_siamese.py --data .device/omniglot --probe .device/siamese_probe.py
+    bash perf/gpu_siamese.sh            # = python perf/gpu_siamese.py --data .device/omniglot --probe .device/siamese_probe.py
 
 Every stage prints JSON lines and all of them are written to OUT/gpu_siamese.jsonl. A stage
 that fails is reported and the next one runs. `--smoke` runs every stage with tiny settings

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Siamese GPU benchmark in one call (see benchmarks/gpu_siamese.py for what it measures).
+# The Siamese GPU benchmark in one call (see perf/gpu_siamese.py for what it measures).
 # Needs the data and the reference probe copied into the ignored folder .device/ first:
 #   mkdir -p .device/omniglot && cp ../shared/omniglot/omniglot.npz ../shared/omniglot/all_runs.zip .device/omniglot/
 #   cp ../shared/probes/siamese_probe.py .device/
@@ -9,5 +9,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning}"
-exec python benchmarks/gpu_siamese.py --data .device/omniglot --probe .device/siamese_probe.py \
+exec python perf/gpu_siamese.py --data .device/omniglot --probe .device/siamese_probe.py \
     --out "${OUT:-results/gpu}" "$@"

@@ -1,8 +1,8 @@
 """Train `protonet` once (no checkpoint cache), time it, and score it on the default episodes.
 
-    python benchmarks/protonet.py                                   # the default config, 2 threads
-    python benchmarks/protonet.py --set methods.protonet.steps=500 --set methods.protonet.rotations=false
-    python benchmarks/protonet.py --time-steps 30                   # time training steps only
+    python perf/protonet.py                                   # the default config, 2 threads
+    python perf/protonet.py --set methods.protonet.steps=500 --set methods.protonet.rotations=false
+    python perf/protonet.py --time-steps 30                   # time training steps only
 
 Reports the wall-clock and CPU time of training and per step, the load average before and
 after (the CPU may be shared: read times together with the load), the validation curve, and

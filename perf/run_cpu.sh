@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Every CPU figure of benchmarks/README.md in one call (about 8 minutes on a quiet 2-core machine):
-#   OMNIGLOT_DIR=../shared/omniglot bash benchmarks/run_cpu.sh
+# Every CPU figure of perf/README.md in one call (about 8 minutes on a quiet 2-core machine):
+#   OMNIGLOT_DIR=../shared/omniglot bash perf/run_cpu.sh
 # Writes JSON results and logs (with the load average before and after each step) to
-# ${OUT:-benchmarks/results}. The trained Siamese weights come from results/checkpoints/ (a
+# ${OUT:-perf/results}. The trained Siamese weights come from results/checkpoints/ (a
 # default run leaves them there; without them the first step trains them, about 4 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OMNIGLOT_DIR:?set OMNIGLOT_DIR to the Omniglot folder}"
 export OMNIGLOT_DIR
-OUT=${OUT:-benchmarks/results}
+OUT=${OUT:-perf/results}
 mkdir -p "$OUT"
 
 step() {  # step NAME COMMAND...: run it, its JSON line to OUT/NAME.json, its log to OUT/NAME.log
@@ -19,11 +19,11 @@ step() {  # step NAME COMMAND...: run it, its JSON line to OUT/NAME.json, its lo
     echo "$name done"
 }
 
-step eval_engine_siamese_pairs python benchmarks/eval_engine.py --method siamese --loop pairs --loop-episodes 50
-step eval_engine_siamese_episode python benchmarks/eval_engine.py --method siamese --loop episode --loop-episodes 1000
-step eval_engine_nearest_neighbor_pairs python benchmarks/eval_engine.py --method nearest_neighbor --loop pairs \
+step eval_engine_siamese_pairs python perf/eval_engine.py --method siamese --loop pairs --loop-episodes 50
+step eval_engine_siamese_episode python perf/eval_engine.py --method siamese --loop episode --loop-episodes 1000
+step eval_engine_nearest_neighbor_pairs python perf/eval_engine.py --method nearest_neighbor --loop pairs \
     --loop-episodes 50
-step eval_engine_nearest_neighbor_episode python benchmarks/eval_engine.py --method nearest_neighbor --loop episode \
+step eval_engine_nearest_neighbor_episode python perf/eval_engine.py --method nearest_neighbor --loop episode \
     --loop-episodes 1000
 
 # 1-NN through the runner, the whole process timed: everything `run_benchmark.py` does for it.
@@ -38,9 +38,9 @@ python -c "import json, sys; m = json.load(open(sys.argv[1])); print(json.dumps(
 rm -rf "$run_dir"
 echo "nearest_neighbor_run done"
 
-step scaling python benchmarks/scaling.py --repeats 3
+step scaling python perf/scaling.py --repeats 3
 # A fresh inductor cache, so that the compile time reported is a cold one.
 inductor_cache=$(mktemp -d)
-step train_throughput env TORCHINDUCTOR_CACHE_DIR="$inductor_cache" python benchmarks/train_throughput.py
+step train_throughput env TORCHINDUCTOR_CACHE_DIR="$inductor_cache" python perf/train_throughput.py
 rm -rf "$inductor_cache"
-step train_throughput_1thread python benchmarks/train_throughput.py --modes eager --threads 1
+step train_throughput_1thread python perf/train_throughput.py --modes eager --threads 1

@@ -13,8 +13,8 @@ scored) and the cold-minus-warm time per image embedded give a rough cost model 
 predicting a bigger sweep.
 
     export OMNIGLOT_DIR=../shared/omniglot
-    python benchmarks/scaling.py --repeats 3
-    python benchmarks/scaling.py --methods siamese --siamese-score-chunk-mib 4   # what-if: smaller score chunks
+    python perf/scaling.py --repeats 3
+    python perf/scaling.py --methods siamese --siamese-score-chunk-mib 4   # what-if: smaller score chunks
 
 Prints one JSON object at the end (also written to --json) and a markdown table on stderr.
 """

@@ -5,8 +5,8 @@ load, and accuracy on the default config's 20-way `cross` and `within` episodes 
 official runs (the same episodes `run_benchmark.py` scores), plus 5-shot within-alphabet
 20-way under each k-shot aggregation.
 
-    python benchmarks/siamese_cpu.py --threads 2                      # the default config
-    python benchmarks/siamese_cpu.py --set methods.siamese.steps=500 --set methods.siamese.pairing=koch
+    python perf/siamese_cpu.py --threads 2                      # the default config
+    python perf/siamese_cpu.py --set methods.siamese.steps=500 --set methods.siamese.pairing=koch
 
 Prints one JSON object at the end (also written to --json if given). Run by hand; the CPU
 may be shared, so read the time per step together with the load printed beside it. On a

@@ -1,10 +1,10 @@
 """Train `softmax_transfer` once, time it, and time and score its per-episode fine-tuning.
 
-    python benchmarks/softmax_transfer.py                        # default config, 2 threads
-    python benchmarks/softmax_transfer.py --time-steps 60        # seconds per training step only
-    python benchmarks/softmax_transfer.py --checkpoints results/checkpoints \\
+    python perf/softmax_transfer.py                        # default config, 2 threads
+    python perf/softmax_transfer.py --time-steps 60        # seconds per training step only
+    python perf/softmax_transfer.py --checkpoints results/checkpoints \\
         --set methods.softmax_transfer.adapt=head+last           # reuse trained weights, other tuning
-    python benchmarks/softmax_transfer.py --checkpoints results/checkpoints --split validation \\
+    python perf/softmax_transfer.py --checkpoints results/checkpoints --split validation \\
         --sweep '[{"finetune_steps": 0}, {"finetune_learning_rate": 0.1}]'   # tune without the test set
 
 Reports the wall-clock and CPU time of training and per step, and the load average before

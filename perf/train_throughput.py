@@ -9,12 +9,12 @@ preset's 64 images) and step Adam. Each configuration gets its own trainer, warm
 compiled ones compile during warm-up, timed apart); then the configurations are timed in
 turn, `--rounds` times, so that they share the machine's load, and the fastest round counts.
 
-    python benchmarks/train_throughput.py                          # eager and compiled, 32/64/128 images
-    python benchmarks/train_throughput.py --modes eager --batch-images 64 --steps 100
+    python perf/train_throughput.py                          # eager and compiled, 32/64/128 images
+    python perf/train_throughput.py --modes eager --batch-images 64 --steps 100
 
 Prints one JSON object at the end (also written to --json). Run by hand; the machine may be
 shared, so the load average is printed beside every timing. The GPU side (the `koch` net on
-an H200) is benchmarks/gpu_siamese.sh.
+an H200) is perf/gpu_siamese.sh.
 """
 
 from __future__ import annotations
