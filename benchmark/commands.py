@@ -6,6 +6,7 @@ BenchmarkErrors, which the command line prints as one `error:` line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -35,19 +36,24 @@ def run_command(args) -> int:
         for name, summary in rows:
             print(f"{name:<{width}}  {summary}")
         return 0
-    from benchmark.report import report_runs
-    from benchmark.runner import RunOptions, resolve_device, run_benchmark
-
     seeds, data_dir = None, args.data_dir
     if args.resume is not None:
         out_dir, config, method_names, seeds, data_dir = _resumed_run(args)
     else:
         config = load_config(project_file(args.config) if args.config else DEFAULT_CONFIG, args.overrides)
         method_names = method_names_of(args.methods or "all", config)
-        out_dir = _out_dir(args.out, config.name)
+        out_dir = args.out or RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.name}"
     if args.seeds is not None:  # with --resume: the run's seeds, then these
         seeds = tuple(dict.fromkeys([*(seeds or ()), *_parse_seeds(args.seeds)]))
     check_methods(method_names, config)
+    with output_folder(out_dir, parents=args.out is None and args.resume is None):
+        return _run(args, config, method_names, seeds, data_dir, out_dir)
+
+
+def _run(args, config, method_names, seeds, data_dir, out_dir: Path) -> int:
+    from benchmark.report import report_runs
+    from benchmark.runner import RunOptions, resolve_device, run_benchmark
+
     device = resolve_device(args.device or config.device)
     data, task_sets = load_data_and_tasks(config, data_dir, download=not args.no_download, progress=not args.quiet)
     options = RunOptions(device=device, retrain=args.retrain, progress=not args.quiet,
@@ -132,19 +138,26 @@ def _parse_seeds(spec: str) -> tuple[int, ...]:
     return seeds
 
 
-def _out_dir(requested: Path | None, config_name: str) -> Path:
-    if requested is None:
-        return RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{config_name}"
-    _check_out_dir(requested)
-    return requested
-
-
-def _check_out_dir(out_dir: Path) -> None:
-    if not out_dir.parent.is_dir():
-        raise ConfigError(f"the parent folder of --out {out_dir} does not exist: create it first "
-                          f"or choose another --out")
+@contextlib.contextmanager
+def output_folder(out_dir: Path, parents: bool = False):
+    """Create out_dir for a command that writes into it (one error line when it cannot be),
+    and remove it again if the command leaves it empty (it failed before writing anything)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a folder")
+    if not parents and not out_dir.parent.is_dir():
+        raise ConfigError(f"the parent folder of --out {out_dir} does not exist: create it first "
+                          f"or choose another --out")
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=parents, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the folder {out_dir} ({error.strerror or error}): choose another "
+                          f"--out") from None
+    try:
+        yield out_dir
+    finally:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
 
 
 # ---- shared by the commands that run methods ---------------------------------------------------
@@ -205,8 +218,8 @@ def report_command(args) -> int:
     if len(args.run_dirs) > 1 and args.out is None:
         raise ConfigError("several run folders: say where the merged report goes with --out DIR")
     out_dir = args.out or args.run_dirs[0]
-    _check_out_dir(out_dir)
-    summary = report_runs(args.run_dirs, out_dir, log=log)
+    with output_folder(out_dir):
+        summary = report_runs(args.run_dirs, out_dir, log=log)
     print((out_dir / "summary.md").read_text(encoding="utf-8"))
     log(f"wrote {len(summary)} summary rows to {out_dir}")
     return 0

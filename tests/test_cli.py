@@ -102,6 +102,7 @@ def assert_clean_usage_error(result, *fragments):
     (["--set", "methods.random.sed=3"], ["did you mean 'seed'"]),
     (["--config", "configs/none.yaml"], ["not found"]),
     (["--out", "/no/such/parent/run"], ["parent folder", "does not exist"]),
+    (["--out", "/proc/nope"], ["cannot create the folder /proc/nope"]),
     (["--frobnicate"], ["unrecognized arguments"]),
 ])
 def test_bad_input_gets_one_line_and_exit_code_2(omniglot_dir, tmp_path, args, fragments):
@@ -117,6 +118,14 @@ def test_missing_data_says_where_it_looked(tmp_path):
     result = cli("--methods", "random", "--data-dir", str(empty), "--no-download", "--out",
                  str(tmp_path / "r"))
     assert_clean_usage_error(result, str(empty), "--data-dir", "OMNIGLOT_DIR")
+    assert not (tmp_path / "r").exists()  # a run that wrote nothing leaves no folder behind
+
+
+def test_report_into_an_impossible_folder_is_one_line(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "records.csv").write_text("not used")
+    assert_clean_usage_error(cli("report", str(tmp_path / "run"), "--out", "/proc/x"),
+                             "cannot create the folder /proc/x")
 
 
 def test_corrupt_data_is_refused(tmp_path):
