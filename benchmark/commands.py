@@ -201,10 +201,16 @@ def _shown(path: Path) -> str:
 # ---- download, report ---------------------------------------------------------------------------
 
 def download_command(args) -> int:
-    from benchmark.data import download_omniglot, load_omniglot, resolve_data_dir
+    from benchmark.data import NPZ_NAME, download_omniglot, load_omniglot, locate_data_dir, official_runs_zip
 
-    target = resolve_data_dir(args.data_dir)
-    target.mkdir(parents=True, exist_ok=True)
+    target, source = locate_data_dir(args.data_dir)
+    if (target / NPZ_NAME).is_file():
+        data = load_omniglot(target, download=False, progress=False)  # refuses a damaged file
+        official_runs_zip(target, download=True)  # the 20 official runs, if they are missing
+        print(f"Omniglot already present in {target} ({source}): {data.background.n_characters} background "
+              f"and {data.evaluation.n_characters} evaluation characters; nothing to download")
+        return 0
+    log(f"downloading the official Omniglot files into {target} ({source})")
     download_omniglot(target)
     data = load_omniglot(target, download=False)
     print(f"Omniglot ready in {target}: {data.background.n_characters} background and "

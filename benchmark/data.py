@@ -33,7 +33,7 @@ from benchmark.paths import DEFAULT_DATA_DIR
 __all__ = [
     "SPLITS", "KNOWN_SHA256", "OFFICIAL_BASE_URL", "OFFICIAL_FILES", "PROJECT_DATA_DIR",
     "OmniglotSplit", "Omniglot", "resolve_data_dir", "load_omniglot", "download_omniglot",
-    "official_runs_zip", "make_split", "ink_from_png", "read_official_zip", "read_official_folder",
+    "official_runs_zip", "make_split", "locate_data_dir", "ink_from_png", "read_official_zip", "read_official_folder",
 ]
 
 SPLITS = ("background", "evaluation")
@@ -121,7 +121,7 @@ def _split_from_packed(name, ink, alphabet, character, images=None) -> OmniglotS
 
 # ---------------------------------------------------------------- where the data is
 
-def _locate(data_dir: str | Path | None) -> tuple[Path, str]:
+def locate_data_dir(data_dir: str | Path | None) -> tuple[Path, str]:
     """The data directory and, for messages, where that choice came from."""
     if data_dir is not None and str(data_dir) != "":
         return Path(data_dir).expanduser(), "given by --data-dir"
@@ -132,7 +132,7 @@ def _locate(data_dir: str | Path | None) -> tuple[Path, str]:
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
     """The explicit argument, else $OMNIGLOT_DIR, else the project's data/omniglot."""
-    return _locate(data_dir)[0]
+    return locate_data_dir(data_dir)[0]
 
 
 def official_runs_zip(root: Path, *, download: bool = True, base_url: str = OFFICIAL_BASE_URL,
@@ -156,7 +156,7 @@ def official_runs_zip(root: Path, *, download: bool = True, base_url: str = OFFI
 def load_omniglot(data_dir: str | Path | None = None, *, download: bool = True,
                   progress: bool = True) -> Omniglot:
     """Both splits, from omniglot.npz, else the official zips or folders (downloaded if allowed)."""
-    directory, source = _locate(data_dir)
+    directory, source = locate_data_dir(data_dir)
     if directory.exists() and not directory.is_dir():
         raise DataError(f"the Omniglot data directory {directory} ({source}) is not a directory; {_GET_DATA}")
     npz_path = directory / NPZ_NAME

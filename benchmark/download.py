@@ -79,18 +79,33 @@ def download_omniglot(
     if unknown:
         raise DataError(f"unknown Omniglot file(s) {', '.join(unknown)}; known: {', '.join(OFFICIAL_FILES)}")
     dest = Path(dest)
+    created = [folder for folder in (dest, *dest.parents) if not folder.exists()]
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         reason = f"cannot create {dest}: {error.strerror or error}"
         raise DownloadError(f"could not download Omniglot: {reason}; {_WHERE_ELSE}", reason) from None
     paths = []
-    for name in names:
-        target = dest / name
-        if not (target.is_file() and file_md5(target) == OFFICIAL_FILES[name]):
-            _fetch(official_url(name, base_url), target, OFFICIAL_FILES[name], progress)
-        paths.append(target)
+    try:
+        for name in names:
+            target = dest / name
+            if not (target.is_file() and file_md5(target) == OFFICIAL_FILES[name]):
+                _fetch(official_url(name, base_url), target, OFFICIAL_FILES[name], progress)
+            paths.append(target)
+    except BaseException:
+        _remove_if_empty(created)  # a failed first download leaves no empty folders behind
+        raise
     return paths
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove these folders, deepest first, as long as each is empty (files already downloaded
+    and verified are kept, with their folders)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _fetch(url: str, target: Path, expected_md5: str, progress: bool) -> None:

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from benchmark import data, files
+from benchmark import download as download_module
 from benchmark.data import (KNOWN_SHA256, PROJECT_DATA_DIR, load_omniglot, read_official_folder,
                             read_official_zip, resolve_data_dir)
 from benchmark.download import download_omniglot
@@ -290,6 +291,55 @@ def test_failed_download_is_explained(tmp_path, monkeypatch):
     assert "127.0.0.1" in message and "OMNIGLOT_DIR=DIR" in message and "run_benchmark.py download" in message
 
 
+def test_a_failed_first_download_leaves_no_folder_behind(tmp_path, monkeypatch):
+    unreachable = functools.partial(download_omniglot, base_url=closed_port_url())
+    monkeypatch.setattr(data, "download_omniglot", unreachable)
+    wrong = tmp_path / "typo" / "omniglot"  # as a mistyped OMNIGLOT_DIR would name it
+    monkeypatch.setenv("OMNIGLOT_DIR", str(wrong))
+    with pytest.raises(DataError, match="download failed"):
+        load_omniglot(None, progress=False)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_failed_download_keeps_the_files_it_verified(server, tmp_path, monkeypatch):
+    root, url = server
+    content = os.urandom(2000)
+    (root / "images_background.zip").write_bytes(content)  # images_evaluation.zip is missing: 404
+    monkeypatch.setitem(data.OFFICIAL_FILES, "images_background.zip", hashlib.md5(content).hexdigest())
+    dest = tmp_path / "new" / "omniglot"
+    with pytest.raises(DataError, match="HTTP 404"):
+        download_omniglot(dest, base_url=url, progress=False, names=["images_background.zip",
+                                                                      "images_evaluation.zip"])
+    assert [p.name for p in dest.iterdir()] == ["images_background.zip"]
+
+
+def test_download_command_says_where_and_skips_data_already_present(omniglot_dir, tmp_path, capsys):
+    from benchmark.cli import main
+
+    present = tmp_path / "present"
+    present.mkdir()
+    for name in ("omniglot.npz", "all_runs.zip"):
+        (present / name).symlink_to((omniglot_dir / name).resolve())
+    assert main(["download", "--data-dir", str(present)]) == 0  # no network: it is all there
+    out = capsys.readouterr().out
+    assert f"already present in {present} (given by --data-dir)" in out and "nothing to download" in out
+    assert sorted(p.name for p in present.iterdir()) == ["all_runs.zip", "omniglot.npz"]
+
+
+def test_download_command_says_where_it_downloads_to(tmp_path, monkeypatch, capsys):
+    from benchmark.cli import main
+
+    monkeypatch.setattr(data, "OFFICIAL_BASE_URL", closed_port_url())
+    monkeypatch.setattr(download_module, "OFFICIAL_BASE_URL", data.OFFICIAL_BASE_URL)
+    monkeypatch.setattr(download_module.download_omniglot, "__kwdefaults__",
+                        {**download_module.download_omniglot.__kwdefaults__, "base_url": data.OFFICIAL_BASE_URL})
+    target = tmp_path / "fresh"
+    assert main(["download", "--data-dir", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"downloading the official Omniglot files into {target} (given by --data-dir)" in err
+    assert err.strip().splitlines()[-1].startswith("error: could not download") and not target.exists()
+
+
 # ---------------------------------------------------------------- downloading
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -351,7 +401,7 @@ def test_corrupt_download_is_refused_and_removed(server, tmp_path):
     message = str(error.value)
     assert "images_background.zip" in message and actual in message
     assert data.OFFICIAL_FILES["images_background.zip"] in message
-    assert list(dest.iterdir()) == []
+    assert not dest.exists()  # nothing saved, and the folder the download made is gone again
 
 
 def test_missing_remote_file_is_a_data_error(server, tmp_path):
