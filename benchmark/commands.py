@@ -19,6 +19,7 @@ from benchmark.errors import ConfigError
 from benchmark.paths import (BASELINE_DIR, CHECKPOINT_DIR, DEFAULT_CONFIG, PROJECT_ROOT, RUNS_DIR, SMOKE_CONFIG,
                              project_file)
 from benchmark.run_folder import RunFolder
+from benchmark.text_table import text_table
 
 
 def log(message: str) -> None:
@@ -31,10 +32,7 @@ def run_command(args) -> int:
     for plugin in args.plugin:
         registry.load_plugin(plugin)
     if args.list_methods:
-        rows = registry.describe_methods()
-        width = max(len(name) for name, _ in rows)
-        for name, summary in rows:
-            print(f"{name:<{width}}  {summary}")
+        print(text_table(("method", "from", "what it does"), registry.describe_methods()))
         return 0
     seeds, data_dir = None, args.data_dir
     if args.resume is not None:

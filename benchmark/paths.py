@@ -11,6 +11,7 @@ SMOKE_CONFIG = CONFIG_DIR / "smoke.yaml"
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "omniglot"
 CHECKPOINT_DIR = PROJECT_ROOT / "results" / "checkpoints"
 BASELINE_DIR = PROJECT_ROOT / "results" / "baselines"
+EXAMPLES_DIR = PROJECT_ROOT / "examples"
 # Relative on purpose: a run started from another folder writes its results there.
 RUNS_DIR = Path("results") / "runs"
 

@@ -31,6 +31,7 @@ from typing import Any
 from benchmark.api import Method
 from benchmark.config import check_hyperparameters, did_you_mean
 from benchmark.errors import ConfigError
+from benchmark.paths import EXAMPLES_DIR, PROJECT_ROOT
 
 ENTRY_POINT_GROUP = "oneshot_benchmark.methods"
 
@@ -179,6 +180,10 @@ class Registry:
         entry_point = self._entry_points().get(name)
         if entry_point is not None:
             return self._load_entry_point(name, entry_point)
+        example = _example_defining(name)
+        if example is not None:
+            raise ConfigError(f"unknown method {name!r}: it is an example plugin, load it with "
+                              f"--plugin {example}")
         raise ConfigError(f"unknown method {name!r}{did_you_mean(name, self.names())} (see --list-methods)")
 
     def create(self, name: str, hyperparameters: Mapping[str, Any]) -> Method:
@@ -204,18 +209,27 @@ class Registry:
         """Where a method came from: built-in, a plugin file or module, or a package and version."""
         return self._sources.get(name, "unknown")
 
-    def describe(self) -> list[tuple[str, str]]:
-        """(name, one-line summary) for every method; entry points are described without loading."""
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(name, where it comes from, one-line summary) for every method; entry points are
+        described without loading them."""
         rows = []
         entry_points = self._entry_points()
         for name in self.names():
             if name in self._classes:
-                rows.append((name, self._classes[name].summary()))
+                rows.append((name, self.source_of(name), self._classes[name].summary()))
             else:
                 dist = getattr(entry_points[name], "dist", None)
                 package = f"{dist.name} {dist.version}" if dist else entry_points[name].value
-                rows.append((name, f"(from package {package}, loaded when used)"))
+                rows.append((name, f"package {package}", "(loaded when used)"))
         return rows
+
+
+def _example_defining(name: str) -> str | None:
+    """The example plugin file (examples/*.py, read as text, not imported) that registers `name`."""
+    for path in sorted(EXAMPLES_DIR.glob("*.py")):
+        if f'register_method("{name}")' in path.read_text(encoding="utf-8", errors="replace"):
+            return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+    return None
 
 
 def _import_file(path: Path) -> None:

@@ -42,6 +42,7 @@ from benchmark import registry
 from benchmark.errors import ConfigError
 from benchmark.files import write_atomically
 from benchmark.run_folder import RunFolder
+from benchmark.text_table import text_table
 from tasks.sets import task_set_hashes
 
 BASELINE_FORMAT = "oneshot-benchmark/baselines/v1"
@@ -258,15 +259,11 @@ def compare(baseline: dict, run: SmokeRun, method_names: list[str], config, task
 
 def format_table(rows: list[RowCheck]) -> str:
     header = ("method", "task set", "N", "k", "golden", "now", "delta", "tolerance", "status")
-    body = [(row.method, row.task_set, str(row.n_way), str(row.k_shot),
+    body = [(row.method, row.task_set, row.n_way, row.k_shot,
              str(row.golden) if row.golden else "-", str(row.now) if row.now else "-",
              f"{row.delta:+.2f}" if row.delta is not None else "-",
              "exact" if row.tolerance == 0 else f"±{row.tolerance:g}", row.status) for row in rows]
-    widths = [max(len(cells[i]) for cells in [header, *body]) for i in range(len(header))]
-    right = {2, 3, 6}  # numbers
-    return "\n".join("  ".join(cell.rjust(w) if i in right else cell.ljust(w)
-                               for i, (cell, w) in enumerate(zip(cells, widths))).rstrip()
-                     for cells in [header, *body])
+    return text_table(header, body, right={2, 3, 6})
 
 
 # ---- the golden file ---------------------------------------------------------------------

@@ -162,8 +162,8 @@ def test_entry_points_load_by_name_and_a_broken_one_breaks_only_runs_that_name_i
     install_tiny_distribution(tmp_path / "site")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     assert {"ep_good", "ep_plain", "ep_broken"} <= set(registry.available_names())
-    described = dict(registry.describe_methods())
-    assert described["ep_broken"] == "(from package tiny-oneshot-plugins 1.2.3, loaded when used)"
+    described = {name: (source, summary) for name, source, summary in registry.describe_methods()}
+    assert described["ep_broken"] == ("package tiny-oneshot-plugins 1.2.3", "(loaded when used)")
 
     outcome, manifest, records = run_in_process(tmp_path, ["ep_good", "ep_plain", "nearest_neighbor"])
     assert outcome.exit_code == 0
