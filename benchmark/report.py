@@ -131,8 +131,9 @@ def write_report(run_dir: Path, records: pd.DataFrame | None = None, stats: Stat
     runs = [RunSource.read(run_dir)] if runs is None else runs
     runs = [run for run in runs if run.manifest is not None]
     records = RunFolder(run_dir).read_records() if records is None else records
-    summary = _in_config_order(summarize(records, stats), runs)
-    paired = _in_config_order(paired_differences(records, stats), runs)
+    tasks, methods = _task_order(records, runs), _method_order(records, runs)
+    summary = _sorted(summarize(records, stats), tasks, methods)
+    paired = _sorted(paired_differences(records, stats, order=methods), tasks)
     summary.to_csv(run_dir / "summary.csv", index=False, float_format="%.6f")
     # p-values go down to 1e-300: four significant digits, not six decimals that round them to 0.
     paired.assign(mcnemar_p=paired["mcnemar_p"].map("{:.4g}".format)).to_csv(
@@ -144,28 +145,34 @@ def write_report(run_dir: Path, records: pd.DataFrame | None = None, stats: Stat
     return summary
 
 
-def _in_config_order(frame: pd.DataFrame, runs: list[RunSource]) -> pd.DataFrame:
-    """Rows by task set, then N, then method (summary rows only; paired rows keep their pairs'
-    order), task sets and methods in the order the runs' configs list them (first run first).
+def _task_order(records: pd.DataFrame, runs: list[RunSource]) -> list[str]:
+    """Task sets in the order the runs' configs list them (first run first), then the others
+    alphabetically."""
+    listed = list(dict.fromkeys(name for run in runs for name in run.config.task_sets))
+    return sorted(set(records["task_set"]), key=lambda name: (_position(listed, name), name))
 
-    A merged method `name (label)` goes where `name` does, its runs in their order. Names no
-    config lists (and all names, for a run without run.json) come after, alphabetically.
-    """
-    configs = [run.config for run in runs]
-    task_order = list(dict.fromkeys(name for config in configs for name in config.task_sets))
-    method_order = list(dict.fromkeys(name for config in configs for name in config.methods))
+
+def _method_order(records: pd.DataFrame, runs: list[RunSource]) -> list[str]:
+    """Methods in the order the runs were asked for them (--methods, else the config's list;
+    first run first), then the others alphabetically. A merged method `name (label)` goes where
+    `name` does, its runs in their order."""
+    listed = list(dict.fromkeys(name for run in runs
+                                for name in [*run.manifest.methods_requested, *run.config.methods]))
     labels = [run.label for run in runs if run.label]
 
-    def method_key(name: str) -> tuple:
+    def key(name: str) -> tuple:
         base, _, label = name.partition(" (")  # method names are identifiers: no " (" in them
-        label = label.removesuffix(")")
-        return (_position(method_order, base), base, _position(labels, label), name)
+        return (_position(listed, base), base, _position(labels, label.removesuffix(")")), name)
 
-    tasks = sorted(set(frame["task_set"]), key=lambda name: (_position(task_order, name), name))
+    return sorted(set(records["method"]), key=key)
+
+
+def _sorted(frame: pd.DataFrame, tasks: list[str], methods: list[str] | None = None) -> pd.DataFrame:
+    """Rows by task set, then N, then (when `methods` is given) method, in those orders; rows
+    that tie keep their order (paired rows keep the order of their pairs)."""
     columns = {"_task_rank": frame["task_set"].map({name: i for i, name in enumerate(tasks)})}
     by = ["_task_rank", "n_way"]
-    if "method" in frame.columns:
-        methods = sorted(set(frame["method"]), key=method_key)
+    if methods is not None:
         columns["_method_rank"] = frame["method"].map({name: i for i, name in enumerate(methods)})
         by.append("_method_rank")
     return (frame.assign(**columns).sort_values(by, kind="stable")

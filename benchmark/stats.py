@@ -126,15 +126,19 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return min(1.0, 2 * tail / 2 ** n)
 
 
-def paired_differences(records: pd.DataFrame, stats: StatsConfig = StatsConfig()) -> pd.DataFrame:
+def paired_differences(records: pd.DataFrame, stats: StatsConfig = StatsConfig(),
+                       order: list[str] | None = None) -> pd.DataFrame:
     """Every pair of methods on the same (task set, N): accuracy difference A - B, paired.
 
-    The interval is a percentile bootstrap of the mean per-episode difference: resampling the
-    differences resamples the same episodes for both methods (and they are the same indices
-    `summarize` uses for each method alone). `significant`: the interval excludes 0. The
-    McNemar test uses the first query of each episode (query 0) of each method's lowest seed,
-    so that its pairs are independent; its p-value is an extra check for episodes of one
-    query per class, where the bootstrap and McNemar look at nearly the same data.
+    A is the method listed earlier in `order` (the run's --methods), B the later one, so a new
+    method listed first shows its gain as a positive difference; methods not in `order` come
+    after, in the order of the records. The interval is a percentile bootstrap of the mean
+    per-episode difference: resampling the differences resamples the same episodes for both
+    methods (and they are the same indices `summarize` uses for each method alone).
+    `significant`: the interval excludes 0. The McNemar test uses the first query of each
+    episode (query 0) of each method's lowest seed, so that its pairs are independent; its
+    p-value is an extra check for episodes of one query per class, where the bootstrap and
+    McNemar look at nearly the same data.
     """
     per_episode = episode_accuracy(records)
     first = _first_query_outcomes(records)
@@ -142,9 +146,8 @@ def paired_differences(records: pd.DataFrame, stats: StatsConfig = StatsConfig()
     for key, group in per_episode.groupby(TASK_COLUMNS, sort=False, observed=True):
         table = group.pivot_table(index="episode", columns="method", values="mean", observed=True)
         outcomes = first.get(key)
-        methods = list(dict.fromkeys(group["method"]))
-        # A is the later method of the run (a newer method against an earlier reference).
-        for method_b, method_a in itertools.combinations(methods, 2):
+        methods = _ordered(list(dict.fromkeys(group["method"])), order or [])
+        for method_a, method_b in itertools.combinations(methods, 2):
             both = table[[method_a, method_b]].dropna()  # only the episodes both methods have
             differences = (both[method_a] - both[method_b]).to_numpy()
             low, high = bootstrap_ci(differences, stats.resamples, stats.confidence, stats.seed)
@@ -161,6 +164,12 @@ def paired_differences(records: pd.DataFrame, stats: StatsConfig = StatsConfig()
                              mcnemar_a_only=a_only, mcnemar_b_only=b_only,
                              mcnemar_p=mcnemar_exact(a_only, b_only)))
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _ordered(methods: list[str], order: list[str]) -> list[str]:
+    """`methods` in the order of `order`, those it does not name after them, as they came."""
+    return sorted(methods, key=lambda name: (order.index(name) if name in order else len(order),
+                                             methods.index(name)))
 
 
 def _first_query_outcomes(records: pd.DataFrame) -> dict[tuple, pd.DataFrame]:

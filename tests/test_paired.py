@@ -32,8 +32,8 @@ def correlated_methods(rng) -> tuple[np.ndarray, np.ndarray]:
 def test_paired_interval_is_narrower_than_the_unpaired_one_on_correlated_methods():
     a, b = correlated_methods(np.random.default_rng(0))
     records = pd.concat([records_of("a", a), records_of("b", b)], ignore_index=True)
-    row = paired_differences(records).iloc[0]
-    assert (row.method_a, row.method_b) == ("b", "a")  # the later method minus the earlier
+    row = paired_differences(records, order=["b", "a"]).iloc[0]
+    assert (row.method_a, row.method_b) == ("b", "a")  # the method listed first minus the other
     assert row.difference == pytest.approx(b.mean() - a.mean())
     assert row.ci_low < row.difference < row.ci_high and row.significant
     # Unpaired: each method's episodes resampled independently of the other's.
@@ -46,7 +46,7 @@ def test_paired_interval_is_narrower_than_the_unpaired_one_on_correlated_methods
 def test_paired_interval_resamples_the_same_episodes_for_both_methods():
     a, b = correlated_methods(np.random.default_rng(1))
     records = pd.concat([records_of("a", a), records_of("b", b)], ignore_index=True)
-    row = paired_differences(records, StatsConfig(resamples=500, seed=4)).iloc[0]
+    row = paired_differences(records, StatsConfig(resamples=500, seed=4), order=["b", "a"]).iloc[0]
     indices = bootstrap_indices(EPISODES, 500, 4)
     differences = b.mean(1)[indices].mean(1) - a.mean(1)[indices].mean(1)
     assert (row.ci_low, row.ci_high) == pytest.approx(tuple(np.percentile(differences, [2.5, 97.5])))
@@ -73,7 +73,7 @@ def test_mcnemar_uses_the_first_query_of_each_episode_and_the_lowest_seed():
     b_seed1 = np.ones((40, 3), np.int8)
     records = pd.concat([records_of("b", b, seed=0), records_of("b", b_seed1, seed=1),
                          records_of("a", a)], ignore_index=True)
-    row = paired_differences(records).iloc[0]
+    row = paired_differences(records, order=["a", "b"]).iloc[0]
     assert (row.method_a, row.method_b) == ("a", "b")
     assert (row.mcnemar_a_only, row.mcnemar_b_only) == (8, 0)
     assert row.mcnemar_p == mcnemar_exact(8, 0) == pytest.approx(2 / 2 ** 8)
@@ -84,6 +84,17 @@ def test_mcnemar_uses_the_first_query_of_each_episode_and_the_lowest_seed():
 def test_only_episodes_both_methods_have_are_compared():
     a, b = correlated_methods(np.random.default_rng(3))
     records = pd.concat([records_of("a", a), records_of("b", b[:100])], ignore_index=True)
-    row = paired_differences(records).iloc[0]
+    row = paired_differences(records, order=["b", "a"]).iloc[0]
     assert row.episodes == 100
     assert row.difference == pytest.approx(b[:100].mean() - a[:100].mean())
+
+
+def test_differences_are_earlier_listed_minus_later_listed():
+    a, b = correlated_methods(np.random.default_rng(5))
+    records = pd.concat([records_of("a", a), records_of("b", b), records_of("c", a)], ignore_index=True)
+    pairs = paired_differences(records)[["method_a", "method_b"]].values.tolist()
+    assert pairs == [["a", "b"], ["a", "c"], ["b", "c"]]  # no order given: as in the records
+    listed = paired_differences(records, order=["c", "b"])  # methods not listed come after
+    assert listed[["method_a", "method_b"]].values.tolist() == [["c", "b"], ["c", "a"], ["b", "a"]]
+    gain = listed[(listed.method_a == "b") & (listed.method_b == "a")].iloc[0]
+    assert gain.difference == pytest.approx(b.mean() - a.mean()) and gain.difference > 0

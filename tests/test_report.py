@@ -68,7 +68,7 @@ def run(out_dir, methods=("random", "nearest_neighbor"), seeds=None, cross_seed=
 
 
 def test_seeds_repeat_trained_methods_only_and_the_report_shows_their_spread(tmp_path):
-    out = run(tmp_path / "run", ("random", "nearest_neighbor", "noisy_neighbor"), seeds=(0, 1, 2))
+    out = run(tmp_path / "run", ("noisy_neighbor", "nearest_neighbor", "random"), seeds=(0, 1, 2))
     records = pd.read_csv(out / "records.csv")
     seeds = records.groupby("method")["seed"].unique().map(sorted).to_dict()
     assert seeds == {"random": [0], "nearest_neighbor": [0], "noisy_neighbor": [0, 1, 2]}
@@ -134,7 +134,7 @@ def test_runs_merge_with_device_labels_for_methods_found_in_both(tmp_path):
         index=["task_set", "n_way"], columns="method", values="accuracy")
     assert (nn["nearest_neighbor (cpu)"] == nn["nearest_neighbor (cuda)"]).all()  # deterministic
     paired = pd.read_csv(tmp_path / "merged" / "paired.csv")
-    same = paired[(paired.method_a == "nearest_neighbor (cuda)") & (paired.method_b == "nearest_neighbor (cpu)")]
+    same = paired[(paired.method_a == "nearest_neighbor (cpu)") & (paired.method_b == "nearest_neighbor (cuda)")]
     assert len(same) == 4 and (same.difference == 0).all() and not same.significant.any()
     text = (tmp_path / "merged" / "summary.md").read_text()
     assert "device cuda (Some GPU)" in text and "shown as (cpu)" in text
@@ -210,8 +210,9 @@ def test_the_figure_accepts_an_accuracy_outside_its_interval(tmp_path):
     assert all(path.stat().st_size > 0 for path in paths)
 
 
-def test_tables_follow_the_config_order_of_task_sets_and_methods(tmp_path):
-    # Neither order is alphabetical; nearest_neighbor is not in the config: it comes last.
+def test_tables_follow_the_order_of_task_sets_in_the_config_and_of_methods_as_asked_for(tmp_path):
+    # Neither order is alphabetical; the methods asked for (--methods) come in that order, not
+    # in the config's (which lacks nearest_neighbor).
     config = config_from_dict({
         "name": "ordered",
         "task_sets": {
@@ -228,7 +229,7 @@ def test_tables_follow_the_config_order_of_task_sets_and_methods(tmp_path):
                             resolve_task_sets(config, DATA), out, options)
     assert outcome.exit_code == 0, outcome.failures
     summary = write_report(out)
-    expected_methods = ["noisy_neighbor", "random", "nearest_neighbor"]
+    expected_methods = ["random", "nearest_neighbor", "noisy_neighbor"]
     written = pd.read_csv(out / "summary.csv")
     for table in (summary, written):
         assert list(dict.fromkeys(table.task_set)) == ["within", "cross_background", "cross"]
@@ -239,22 +240,25 @@ def test_tables_follow_the_config_order_of_task_sets_and_methods(tmp_path):
     text = (out / "summary.md").read_text()
     headings = [text.index(f"## {name} (") for name in ("within", "cross_background", "cross")]
     assert headings == sorted(headings)
-    assert "| N | chance | noisy_neighbor | random | nearest_neighbor |" in text
+    assert "| N | chance | random | nearest_neighbor | noisy_neighbor |" in text
     paired = pd.read_csv(out / "paired.csv")
     assert list(dict.fromkeys(paired.task_set)) == ["within", "cross_background", "cross"]
+    # Differences are earlier-listed minus later-listed.
+    assert list(dict.fromkeys(zip(paired.method_a, paired.method_b)))[:3] == [
+        ("random", "nearest_neighbor"), ("random", "noisy_neighbor"), ("nearest_neighbor", "noisy_neighbor")]
 
 
-def test_merged_runs_keep_the_config_order_with_each_method_s_runs_together(tmp_path):
+def test_merged_runs_keep_the_order_asked_for_with_each_method_s_runs_together(tmp_path):
     cpu = run(tmp_path / "cpu", ("random", "nearest_neighbor"))
     gpu = run(tmp_path / "gpu", ("noisy_neighbor", "nearest_neighbor"))
     manifest = json.loads((gpu / "run.json").read_text())
     manifest["environment"].update(device="cuda", gpu="Some GPU")
     (gpu / "run.json").write_text(json.dumps(manifest))
     summary = report_runs([gpu, cpu], tmp_path / "merged")
-    # The config lists cross, within, cross_background and random, nearest_neighbor, noisy_neighbor;
-    # the cuda run is named first, so its nearest_neighbor comes first.
+    # The cuda run is named first: the methods it asked for (noisy_neighbor, nearest_neighbor)
+    # come first, then the cpu run's; the two nearest_neighbor runs stay together, cuda first.
     assert list(dict.fromkeys(summary.task_set)) == ["cross", "within", "cross_background"]
-    assert list(dict.fromkeys(summary.method)) == ["random", "nearest_neighbor (cuda)",
-                                                   "nearest_neighbor (cpu)", "noisy_neighbor"]
-    assert "| N | chance | random | nearest_neighbor (cuda) | nearest_neighbor (cpu) | noisy_neighbor |" \
+    assert list(dict.fromkeys(summary.method)) == ["noisy_neighbor", "nearest_neighbor (cuda)",
+                                                   "nearest_neighbor (cpu)", "random"]
+    assert "| N | chance | noisy_neighbor | nearest_neighbor (cuda) | nearest_neighbor (cpu) | random |" \
         in (tmp_path / "merged" / "summary.md").read_text()
