@@ -42,13 +42,14 @@ TINY_WAYS = (2, 5)
 TINY_EPISODES = 4
 TINY_METHODS = {
     "siamese": {"architecture": "compact", "channels": 8, "steps": 4, "batch_images": 16, "warmup_steps": 0,
-                "validation_alphabets": 1, "validation_episodes": 4, "validate_every": 2, "compile": False},
-    "protonet": {"steps": 4, "train_ways": 5, "train_queries": 2, "channels": 8, "validation_alphabets": 1,
-                 "validation_episodes": 4, "validate_every": 2},
+                "layer_learning_rates": [], "validation_alphabets": 1, "validation_episodes": 4,
+                "validate_every": 2, "compile": False},
+    "protonet": {"steps": 4, "train_ways": 5, "train_queries": 2, "channels": 8, "precision": "fp32",
+                 "validation_alphabets": 1, "validation_episodes": 4, "validate_every": 2},
     "softmax_transfer": {"steps": 4, "channels": 8, "batch_size": 16, "validation_alphabets": 1,
                          "validate_every": 2, "finetune_steps": 2},
 }
-# Temporary checkpoint folders of --tiny runs: removed when the process exits.
+# Temporary folders (checkpoints of --tiny runs): removed when the process exits.
 SCRATCH_FOLDERS: list[tempfile.TemporaryDirectory] = []
 
 
@@ -103,7 +104,7 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
                         help="benchmark.synthetic_omniglot() instead of the real data (no official runs)")
     parser.add_argument("--tiny", action="store_true",
                         help="a few seconds on a CPU: tiny task sets and training, checkpoints in a "
-                             "temporary folder; checks the script, measures nothing (overrides --set)")
+                             "temporary folder; checks the script, measures nothing (--set still wins)")
 
 
 def load_data(args):
@@ -116,7 +117,8 @@ def load_data(args):
 
 
 def run_config(args, path=DEFAULT_CONFIG, overrides=()) -> benchmark.RunConfig:
-    """The config with its overrides; shrunk by --tiny, without the official runs on --synthetic."""
+    """The config with its overrides; shrunk by --tiny (where no override set the same key), and
+    without the official runs on --synthetic data."""
     config = benchmark.load_config(path, list(overrides))
     if not (args.tiny or args.synthetic):
         return config
@@ -124,11 +126,17 @@ def run_config(args, path=DEFAULT_CONFIG, overrides=()) -> benchmark.RunConfig:
     if args.synthetic:
         raw["task_sets"] = {name: task for name, task in raw["task_sets"].items() if task["protocol"] != "official"}
     if args.tiny:
-        for task in raw["task_sets"].values():
+        overridden = {override.partition("=")[0].strip() for override in overrides}
+
+        def shrink(section: dict, prefix: str, values: dict) -> None:
+            section.update({k: v for k, v in values.items() if f"{prefix}.{k}" not in overridden})
+
+        for name, task in raw["task_sets"].items():
             if task["protocol"] != "official":
-                task.update(n_way=list(TINY_WAYS), episodes=TINY_EPISODES)
+                shrink(task, f"task_sets.{name}", {"n_way": list(TINY_WAYS), "episodes": TINY_EPISODES})
         for name, params in TINY_METHODS.items():
-            raw["methods"][name] = {**raw["methods"].get(name, {}), **params}
+            raw["methods"][name] = dict(raw["methods"].get(name, {}))
+            shrink(raw["methods"][name], f"methods.{name}", params)
     return benchmark.config_from_dict(raw, source=f"{path} ({'tiny' if args.tiny else 'synthetic'})")
 
 
@@ -165,19 +173,22 @@ def accuracy(method, task_set, data) -> float:
 
 # ---- methods -------------------------------------------------------------------------------
 
+def scratch_folder(prefix: str) -> str:
+    """A new temporary folder, removed when the process exits."""
+    SCRATCH_FOLDERS.append(tempfile.TemporaryDirectory(prefix=prefix))
+    return SCRATCH_FOLDERS[-1].name
+
+
 def checkpoint_store(args) -> benchmark.CheckpointStore:
     """results/checkpoints/ (a default run's weights, reused as the runner reuses them), or with
     --tiny a temporary folder, removed when the process exits."""
-    if not args.tiny:
-        return benchmark.CheckpointStore(CHECKPOINTS, log=log)
-    SCRATCH_FOLDERS.append(tempfile.TemporaryDirectory(prefix="perf-checkpoints-"))
-    return benchmark.CheckpointStore(SCRATCH_FOLDERS[-1].name, log=log)
+    return benchmark.CheckpointStore(scratch_folder("perf-checkpoints-") if args.tiny else CHECKPOINTS, log=log)
 
 
 def fit_context(device: str, seed: int, checkpoints=None, progress: bool = False, **fields) -> benchmark.FitContext:
-    """The FitContext the runner builds, with messages to stderr."""
-    return benchmark.FitContext(device=device, seed=seed, progress=progress, checkpoints=checkpoints, log=log,
-                                **fields)
+    """The FitContext the runner builds; messages go to stderr unless `log` is given."""
+    fields.setdefault("log", log)
+    return benchmark.FitContext(device=device, seed=seed, progress=progress, checkpoints=checkpoints, **fields)
 
 
 def fitted_method(name: str, config, data, checkpoints: benchmark.CheckpointStore, device: str = "cpu"):

@@ -4,7 +4,7 @@
 #   mkdir -p .device/omniglot && cp ../shared/omniglot/omniglot.npz ../shared/omniglot/all_runs.zip .device/omniglot/
 #   cp ../shared/probes/siamese_probe.py .device/
 # Results: JSON lines on stdout and in ${OUT:-results/gpu}/gpu_siamese.jsonl.
-# Extra arguments go to the Python script, e.g. --smoke (tiny, any device) or
+# Extra arguments go to the Python script, e.g. --tiny (or --smoke: tiny, any device) or
 # --set methods.siamese.steps=20000.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -7,6 +7,7 @@ official runs (the same episodes `run_benchmark.py` scores), plus 5-shot within-
 
     python perf/siamese_cpu.py --threads 2                      # the default config
     python perf/siamese_cpu.py --set methods.siamese.steps=500 --set methods.siamese.pairing=koch
+    python perf/siamese_cpu.py --tiny --synthetic      # seconds: checks the script, measures nothing
 
 Prints one JSON object at the end (also written to --json if given). Run by hand; the CPU
 may be shared, so read the time per step together with the load printed beside it. On a
@@ -20,31 +21,31 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchmark
+from common import (accuracy, evaluation_sets, fit_context, load_average, print_result, training_arguments,
+                    training_setup, with_task_sets)
 
-from _common import (accuracy, evaluation_sets, load_average, print_result, training_arguments,  # noqa: E402
-                     training_setup)
 
-from benchmark.api import FitContext  # noqa: E402
-from tasks import episodes as episode_sets  # noqa: E402
+def five_shot_set(config, data, n_way: int):
+    """The config's `within` episodes at this N, 5-shot with one query per class."""
+    within = dict(config.to_dict()["task_sets"]["within"], n_way=[n_way], k_shot=5, n_query=1)
+    return benchmark.resolve_task_sets(with_task_sets(config, {"within": within}), data)[0]
 
 
 def main() -> int:
     parser = training_arguments(__doc__.splitlines()[0])
     parser.add_argument("--ways", type=int, default=20)
     args = parser.parse_args()
+    if args.tiny:
+        args.ways = 5
     config, method, seed, data = training_setup(args, "siamese")
-    evaluation = data.evaluation
     sets = evaluation_sets(config, data, args.ways)
-    five_shot = episode_sets.generate(evaluation.alphabet, evaluation.sha256, "within", args.ways, 5, 1,
-                                      config.task_sets["within"].episodes, config.task_sets["within"].seed)
+    five_shot = five_shot_set(config, data, args.ways)
 
-    context = FitContext(device=args.device, seed=seed, progress=not args.quiet, checkpoints=None,
-                         log=lambda message: print(message, file=sys.stderr))
+    context = fit_context(args.device, seed, progress=not args.quiet)
     torch.manual_seed(seed)  # as the runner does
     load_before = load_average()
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -52,11 +53,11 @@ def main() -> int:
     fit_seconds, fit_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     load_after = load_average()
     started = time.perf_counter()
-    result = {name: accuracy(method, evaluation, episodes) for name, episodes in sets.items()}
+    result = {name: accuracy(method, task_set, data) for name, task_set in sets.items()}
     predict_seconds = time.perf_counter() - started
     for aggregation in ("mean", "max", "mean_logit"):
         method.shot_aggregation = aggregation
-        result[f"within_{args.ways}way_5shot_{aggregation}"] = accuracy(method, evaluation, five_shot)
+        result[f"within_{args.ways}way_5shot_{aggregation}"] = accuracy(method, five_shot, data)
     info = method.training_info_
     result.update({
         "params": {k: v for k, v in method.get_params().items() if k in config.methods.get("siamese", {})},

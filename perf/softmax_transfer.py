@@ -6,6 +6,7 @@
         --set methods.softmax_transfer.adapt=head+last           # reuse trained weights, other tuning
     python perf/softmax_transfer.py --checkpoints results/checkpoints --split validation \\
         --sweep '[{"finetune_steps": 0}, {"finetune_learning_rate": 0.1}]'   # tune without the test set
+    python perf/softmax_transfer.py --tiny --synthetic           # seconds: checks the script, measures nothing
 
 Reports the wall-clock and CPU time of training and per step, and the load average before
 and after (the CPU may be shared with other work: read times together with the load). Then,
@@ -15,31 +16,31 @@ the images, and the time to fine-tune every episode of the set at once with the 
 already cached. `--split validation` scores episodes of the background alphabets the method
 holds out instead (tuning on them leaves the evaluation alphabets untouched); `--sweep` also
 scores each listed variant of the fine-tuning settings on the same trained weights. Prints
-one JSON object at the end (also written to --json). Run by hand, not by pytest.
+one JSON object at the end (also written to --json). Run by hand (pytest runs only its --tiny mode).
+
+`--time-steps N` subtracts the training time of a fit of 2 steps from that of a fit of 2 + N
+steps; the times come from `training_info_` (the training loop's own clock) since the scripts
+moved to perf/, from a clock around each whole fit before, and an untimed fit now comes first.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchmark
+from common import (fit_context, load_average, log, print_result, scratch_folder, task_sets, training_arguments,
+                    training_setup)
 
-from _common import load_average, print_result, training_arguments, training_setup  # noqa: E402
-
-from benchmark.api import EpisodeBatch, FitContext  # noqa: E402
-from benchmark.checkpoints import CheckpointStore  # noqa: E402
-from benchmark.data import official_runs_zip  # noqa: E402
-from benchmark.training import split_background  # noqa: E402
-from methods.softmax_transfer import TRAINING_PARAMS  # noqa: E402
-from tasks import episodes as episode_sets  # noqa: E402
-from tasks.official import official_episode_set  # noqa: E402
+# What a --sweep variant may change: settings of the per-episode fine-tuning only, so that every
+# variant reuses the trunk trained once (the method's checkpoint key leaves them out).
+FINE_TUNING_PARAMS = ("adapt", "finetune_steps", "finetune_learning_rate", "finetune_weight_decay",
+                      "prototype_init", "logit_scale")
+WARMUP_STEPS = 2
 
 
 def timed(function):
@@ -49,27 +50,36 @@ def timed(function):
     return result, round(time.perf_counter() - wall, 3), round(time.process_time() - cpu, 3)
 
 
-def time_steps(cls, params: dict, background, device: str, steps: int, seed: int) -> dict:
+def timed_fit(params: dict, background, device: str, seed: int, steps: int) -> tuple[float, float]:
+    """(training seconds, CPU seconds of the fit) of a fit of `steps` steps without validation."""
+    method = benchmark.create_method("softmax_transfer", dict(params, steps=steps, validation_alphabets=0))
+    torch.manual_seed(seed)
+    _, _, cpu = timed(lambda: method.fit(background, fit_context(device, seed)))
+    return method.training_info_["seconds_per_step"] * method.training_info_["steps"], cpu
+
+
+def time_steps(params: dict, background, device: str, steps: int, seed: int) -> dict:
     """Seconds per training step: a fit of 2 + `steps` steps minus a fit of 2 steps.
 
     Without validation, so this is the cost of the steps alone; the difference cancels
-    the fixed costs (resizing the images, building the model, warming up).
+    the fixed costs (building the model, warming up), and an untimed fit first takes the
+    one-time costs of the process's first fit.
     """
-    quiet = FitContext(device=device, seed=seed, progress=False, checkpoints=None, log=lambda message: None)
-    short = dict(params, steps=2, validation_alphabets=0)
-    _, wall_short, cpu_short = timed(lambda: cls(**short).fit(background, quiet))
-    _, wall_long, cpu_long = timed(lambda: cls(**dict(short, steps=steps + 2)).fit(background, quiet))
+    timed_fit(params, background, device, seed, WARMUP_STEPS)
+    wall_short, cpu_short = timed_fit(params, background, device, seed, WARMUP_STEPS)
+    wall_long, cpu_long = timed_fit(params, background, device, seed, WARMUP_STEPS + steps)
     return {"steps_timed": steps, "wall_per_step": round((wall_long - wall_short) / steps, 4),
-            "cpu_per_step": round((cpu_long - cpu_short) / steps, 4), "fixed_wall": wall_short}
+            "cpu_per_step": round((cpu_long - cpu_short) / steps, 4), "fixed_wall": round(wall_short, 3)}
 
 
 def score_sets(method, split, sets: dict) -> dict:
     """Accuracy, embedding time and fine-tuning time (embeddings cached) of each episode set."""
     results = {}
     for name, episodes in sets.items():
-        batch = EpisodeBatch(split.flat_images, episodes.support, episodes.query, split.sha256)
-        method._embedding_cache = None
-        _, embed_wall, _ = timed(lambda: method._features_for(batch))
+        batch = benchmark.EpisodeBatch(split.flat_images, episodes.support, episodes.query, split.sha256)
+        method.reset_embeddings()  # cold: embed every image the set uses, into the method's cache
+        _, embed_wall, _ = timed(lambda: method.embeddings_.features_for(batch, method.embed,
+                                                                         method.embed_batch_size))
         scores, wall, cpu = timed(lambda: method.predict(batch))
         correct = float(np.mean(scores.argmax(-1) == episodes.query_label))
         results[name] = {"accuracy": round(correct * 100, 2), "episodes": batch.n_episodes,
@@ -79,19 +89,57 @@ def score_sets(method, split, sets: dict) -> dict:
     return results
 
 
+def max_n_way(split, protocol: str) -> int:
+    """The most ways an episode of this protocol can have on the split."""
+    if protocol == "within":
+        return int(np.unique(split.alphabet, return_counts=True)[1].max())
+    return len(split.alphabet)
+
+
 def episode_sets_of(config, split, ways: list[int], official) -> dict:
     """The config's cross and within episodes at each N the split allows (and the official runs)."""
     sets = {}
     for n_way in ways:
         for name in ("cross", "within"):
             task = config.task_sets[name]
-            if episode_sets.max_n_way(split.alphabet, task.protocol) >= n_way:
-                sets[f"{name}_{n_way}way"] = episode_sets.generate(
+            if max_n_way(split, task.protocol) >= n_way:
+                sets[f"{name}_{n_way}way"] = benchmark.generate_episodes(
                     split.alphabet, split.sha256, task.protocol, n_way, 1, task.n_query, task.episodes,
                     task.seed)
     if official is not None:
         sets["official"] = official
     return sets
+
+
+def check_sweep(parser, variants: list[dict]) -> None:
+    training = sorted(key for variant in variants for key in variant if key not in FINE_TUNING_PARAMS)
+    if training:
+        parser.error(f"--sweep changes training settings {training}: use --set to train another trunk "
+                     f"(a variant may change {', '.join(FINE_TUNING_PARAMS)})")
+
+
+def scoring_sets(args, config, data, method) -> tuple:
+    """(split, episode sets) that --split and --ways ask for."""
+    ways = [int(n) for n in args.ways.split(",")]
+    if args.split == "validation":
+        split = benchmark.split_background(data.background, method.validation_alphabets)[1]
+        return split, episode_sets_of(config, split, ways, None)
+    official = [t.episodes for t in task_sets(config, data, ("official",))]
+    return data.evaluation, episode_sets_of(config, data.evaluation, ways, official[0] if official else None)
+
+
+def sweep(method, variants: list[dict], data, context, split, sets) -> list[dict]:
+    """Each variant of the fine-tuning settings, on the trunk the first fit trained (from the
+    checkpoint store), scored on the same episode sets."""
+    results = []
+    for variant in variants:
+        print("variant", variant, file=sys.stderr, flush=True)
+        tuned = benchmark.create_method("softmax_transfer", {**method.get_params(), **variant})
+        tuned.fit(data.background, context)
+        if "from_checkpoint" not in tuned.training_info_:
+            raise SystemExit(f"error: sweep variant {variant} trained a new trunk: it changes training settings")
+        results.append({"settings": variant, "sets": score_sets(tuned, split, sets)})
+    return results
 
 
 def main() -> int:
@@ -104,24 +152,21 @@ def main() -> int:
                         help="score evaluation episodes, or episodes of the held-out background alphabets")
     parser.add_argument("--sweep", default="[]", help="JSON list of fine-tuning settings to score as well")
     args = parser.parse_args()
+    if args.tiny:
+        args.ways = "2,5"
     config, method, seed, data = training_setup(args, "softmax_transfer")
-    cls = type(method)
     result = {"params": method.get_params(), "threads": args.threads, "device": args.device,
               "seed": seed, "load_before": load_average()}
     if args.time_steps:
-        result.update(time_steps(cls, method.get_params(), data.background, args.device, args.time_steps,
-                                 seed))
+        result.update(time_steps(method.get_params(), data.background, args.device, args.time_steps, seed))
         result["load_after"] = load_average()
         return print_result(result, args.json)
 
     variants = json.loads(args.sweep)
-    training = sorted(key for variant in variants for key in variant if key in TRAINING_PARAMS)
-    if training:
-        parser.error(f"--sweep changes training settings {training}: use --set to train another trunk")
+    check_sweep(parser, variants)
     # The sweep's fits load the trunk the first fit trained, from this folder.
-    store = CheckpointStore(args.checkpoints or tempfile.mkdtemp(prefix="softmax_transfer-"))
-    context = FitContext(device=args.device, seed=seed, progress=not args.quiet, checkpoints=store,
-                         log=lambda message: print(message, file=sys.stderr))
+    folder = args.checkpoints or scratch_folder("softmax_transfer-")
+    context = fit_context(args.device, seed, benchmark.CheckpointStore(folder, log=log), progress=not args.quiet)
     torch.manual_seed(seed)  # as the runner does
     _, fit_wall, fit_cpu = timed(lambda: method.fit(data.background, context))
     info = method.training_info_
@@ -129,22 +174,10 @@ def main() -> int:
     if "from_checkpoint" not in info:
         result.update(wall_per_step=round(fit_wall / info["steps"], 4),
                       cpu_per_step=round(fit_cpu / info["steps"], 4))
-
-    ways = [int(n) for n in args.ways.split(",")]
-    if args.split == "validation":
-        split = split_background(data.background, method.validation_alphabets)[1]
-        sets = episode_sets_of(config, split, ways, None)
-    else:
-        split = data.evaluation
-        sets = episode_sets_of(config, split, ways,
-                               official_episode_set(official_runs_zip(data.root, download=False), split))
+    split, sets = scoring_sets(args, config, data, method)
     result["split"] = split.name
     result["sets"] = score_sets(method, split, sets)
-    result["sweep"] = []
-    for variant in variants:
-        print("variant", variant, file=sys.stderr, flush=True)
-        tuned = cls(**{**method.get_params(), **variant}).fit(data.background, context)
-        result["sweep"].append({"settings": variant, "sets": score_sets(tuned, split, sets)})
+    result["sweep"] = sweep(method, variants, data, context, split, sets)
     result["load_after"] = load_average()
     return print_result(result, args.json)
 
