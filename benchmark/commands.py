@@ -226,7 +226,23 @@ def report_command(args) -> int:
         summary = report_runs(args.run_dirs, out_dir, log=log)
     print((out_dir / "summary.md").read_text(encoding="utf-8"))
     log(f"wrote {len(summary)} summary rows to {out_dir}")
-    return 0
+    return 1 if _say_if_incomplete(args.run_dirs) else 0
+
+
+def _say_if_incomplete(run_dirs) -> bool:
+    """Log, for each run that has not finished what it was asked for, what is missing and the
+    command that resumes it; True if any has not."""
+    incomplete = False
+    for run_dir in run_dirs:
+        folder = RunFolder(run_dir)
+        missing = folder.read_manifest().missing() if folder.has_manifest() else []
+        if missing:
+            incomplete = True
+            log(f"run {run_dir} is incomplete:")
+            for line in missing:
+                log(f"  {line}")
+            log(f"resume it with: python run_benchmark.py --resume {run_dir}")
+    return incomplete
 
 
 # ---- freeze, update-baselines (benchmark/regression.py, README "Regression checks") ------------

@@ -43,7 +43,7 @@ from benchmark.errors import ConfigError
 from benchmark.files import write_atomically
 from benchmark.run_folder import RunFolder
 from benchmark.text_table import text_table
-from tasks.sets import task_set_hashes
+from benchmark.run_manifest import task_set_hashes
 
 BASELINE_FORMAT = "oneshot-benchmark/baselines/v1"
 RUN_THREADS = 2  # the golden numbers and the CI check both run with this many threads

@@ -41,6 +41,22 @@ class Chunk:
         return f"{self.method} seed {self.seed} on {self.task_set} {self.n_way}-way {self.k_shot}-shot"
 
 
+def task_set_key(name: str, n_way: int, k_shot: int) -> str:
+    """How run.json (and the golden file) name the episodes of one (task set, N, k)."""
+    return f"{name}/{n_way}way/{k_shot}shot"
+
+
+def task_set_hashes(task_sets) -> dict[str, str]:
+    """{task-set key: sha256 of its episode ids}: two runs with equal hashes ran the same episodes."""
+    return {task_set_key(t.name, t.episodes.n_way, t.episodes.k_shot): t.episodes.ids_sha256 for t in task_sets}
+
+
+def _parts(key: str) -> tuple[str, int, int]:
+    """'cross/5way/1shot' -> ('cross', 5, 1): the inverse of task_set_key."""
+    name, ways, shots = key.split("/")
+    return name, int(ways.removesuffix("way")), int(shots.removesuffix("shot"))
+
+
 def chunk_key(method: str, seed: int, task_set: str, n_way: int, k_shot: int) -> tuple:
     """What identifies a chunk: a run holds at most one chunk per key."""
     return (method, seed, task_set, n_way, k_shot)
@@ -74,7 +90,7 @@ class RunManifest:
     config: dict  # the resolved config (RunConfig.to_dict), enough to resume without the YAML
     methods_requested: list[str]
     seeds: list[int]
-    task_sets: dict[str, str]  # task-set key (tasks.sets.TaskSet.key) -> sha256 of its episode ids
+    task_sets: dict[str, str]  # task-set key (task_set_key) -> sha256 of its episode ids
     data: DataEntry
     environment: Environment
     started: str
@@ -90,6 +106,25 @@ class RunManifest:
 
     def done(self) -> set[tuple]:
         return {chunk.key for chunk in self.chunks}
+
+    def missing(self) -> list[str]:
+        """What the run was asked for and has not finished: one line per method and seed."""
+        config, done, lines = self.run_config(), self.done(), []
+        for name in self.methods_requested:
+            entry = self.methods.get(name)
+            if entry is None or entry.params is None:
+                lines.append(f"{name}: not started")
+                continue
+            for seed in self.seeds if entry.needs_training else self.seeds[:1]:
+                keys = [key for key in self.task_sets
+                        if entry.needs_training or not config.task_sets[_parts(key)[0]].only_trained]
+                todo = [key for key in keys if chunk_key(name, seed, *_parts(key)) not in done]
+                if todo:
+                    label = name if len(self.seeds) == 1 else f"{name} (seed {seed})"
+                    failure = self.failures.get(label)
+                    lines.append(f"{label}: {len(todo)} of {len(keys)} task sets missing ({', '.join(todo[:3])}"
+                                 f"{', ...' if len(todo) > 3 else ''})" + (f"; it failed: {failure}" if failure else ""))
+        return lines
 
     def has_results(self, method: str) -> bool:
         return any(chunk.method == method for chunk in self.chunks)

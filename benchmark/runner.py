@@ -26,8 +26,8 @@ from benchmark.environment import Environment, peak_rss_mb
 from benchmark.errors import BenchmarkError, ConfigError, MethodError
 from benchmark.paths import CHECKPOINT_DIR
 from benchmark.run_folder import RunFolder, RunWriter, records_frame
-from benchmark.run_manifest import DataEntry, RunManifest, chunk_key
-from tasks.sets import TaskSet, task_set_hashes
+from benchmark.run_manifest import DataEntry, RunManifest, chunk_key, task_set_hashes
+from tasks.sets import TaskSet
 
 
 @dataclass

@@ -27,6 +27,7 @@ def summary_markdown(summary: pd.DataFrame, confidence: float, paired: pd.DataFr
              + (" A method trained with several seeds shows the mean over seeds; the interval "
                 "is over episodes, the spread across seeds is in its own table below."
                 if seeded.any() else ""), ""]
+    lines += _incomplete_lines(runs)
     for heading, table in _task_tables(summary):
         methods = list(dict.fromkeys(table["method"]))
         episodes = sorted(set(table["episodes"]))
@@ -87,6 +88,18 @@ def _paired_lines(paired: pd.DataFrame, level: str) -> list[str]:
                 cells[(row.method_a, row.method_b)] = f"**{value}**" if row.significant else value
             lines.append(f"| {n_way} | " + " | ".join(cells.get(pair, "") for pair in pairs) + " |")
         lines.append("")
+    return lines
+
+
+def _incomplete_lines(runs) -> list[str]:
+    """A warning, first thing, when a run has not finished what it was asked for."""
+    lines = []
+    for run in runs:
+        missing = run.manifest.missing()
+        if missing:
+            lines += [f"**Incomplete run** `{run.manifest.run_id}`: the tables below leave out what it has not "
+                      f"finished; resume it with `python run_benchmark.py --resume {run.path}`.", ""]
+            lines += [f"- {line}" for line in missing] + [""]
     return lines
 
 

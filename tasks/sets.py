@@ -37,20 +37,10 @@ class TaskSet:
     def label(self) -> str:
         return f"{self.name} {self.episodes.n_way}-way {self.episodes.k_shot}-shot"
 
-    @property
-    def key(self) -> str:
-        """Names these episodes in run.json and in the golden file, beside their hash."""
-        return f"{self.name}/{self.episodes.n_way}way/{self.episodes.k_shot}shot"
-
     def batch(self, data) -> EpisodeBatch:
         """What a method's `predict` gets for these episodes: ids into their split's images."""
         split = getattr(data, self.split)
         return EpisodeBatch(split.flat_images, self.episodes.support, self.episodes.query, split.sha256)
-
-
-def task_set_hashes(task_sets: list[TaskSet]) -> dict[str, str]:
-    """{task-set key: sha256 of its episode ids}: two runs with equal hashes ran the same episodes."""
-    return {task_set.key: task_set.episodes.ids_sha256 for task_set in task_sets}
 
 
 def resolve_task_sets(config: RunConfig, data, official_runs=None, use_frozen: bool = True,

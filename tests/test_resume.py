@@ -131,6 +131,26 @@ def test_report_leaves_out_an_unfinished_chunk_and_says_so(tmp_path):
     assert "unfinished chunk" in notes[0]
 
 
+def test_report_on_an_interrupted_run_says_what_is_missing_and_how_to_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    tiny_run(out)
+    assert main(["report", str(out)]) == 0  # complete: nothing to say
+    assert "incomplete" not in capsys.readouterr().err.lower()
+    manifest = manifest_of(out)
+    manifest["chunks"] = manifest["chunks"][:2]  # random's cross 2- and 3-way: stopped there
+    manifest["records_bytes"] = manifest["chunks"][-1]["bytes"][1]
+    manifest["methods"].pop("nearest_neighbor")  # it never started
+    write_atomically(out / "run.json", json.dumps(manifest))
+    assert main(["report", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"run {out} is incomplete:" in err
+    assert "random: 2 of 4 task sets missing (cross/5way/1shot, within/3way/1shot)" in err
+    assert "nearest_neighbor: not started" in err
+    assert f"resume it with: python run_benchmark.py --resume {out}" in err
+    text = (out / "summary.md").read_text()
+    assert "**Incomplete run**" in text and "- random: 2 of 4 task sets missing" in text
+
+
 def test_records_without_run_json_are_read_unchecked_and_said_so(tmp_path):
     out = tmp_path / "run"
     tiny_run(out)
