@@ -1,12 +1,17 @@
-"""The figure of a report: accuracy against the number of ways N, one panel per protocol.
+"""The figure of a report: accuracy against the number of ways N, a panel per protocol (and per
+number of shots k, in rows, when the summary holds several).
 
 Each panel holds the task sets of one protocol (cross, within): colour says the method,
 line style the task set, so a trained method's curve on background (training) alphabets,
 dashed, sits above its curve on evaluation alphabets, solid, by as much as it overfits.
-Untrained methods (random, 1-NN) are grey reference lines. Bands are the episode interval;
-short vertical bars, where a method ran with several training seeds, span the per-seed
-accuracies. Task sets of a single N (Lake's official runs) are diamonds with error bars,
-in the panel of their protocol (the official runs are within-alphabet).
+Untrained methods (random, 1-NN) are grey reference lines. Every measured N has a marker
+with a vertical error bar, the episode interval: at 1000 episodes it is a point or two wide,
+narrower than a line, so a band would not show it, while caps wider than the marker do. The
+methods of a panel are spread a few points apart on screen (the data x stays N) so that their
+bars do not hide one another. Wide pale bars, where a method ran with several training seeds,
+span the per-seed accuracies. Task sets of a single N (Lake's official runs) are diamonds with
+error bars, in the panel of their protocol (the official runs are within-alphabet). Each
+panel's title says k and the episode counts.
 """
 
 from __future__ import annotations
@@ -24,78 +29,165 @@ PANEL_TITLES = {"cross": "across alphabets (cross)", "within": "within one alpha
 SPLIT_STYLES = {"evaluation": ["-", "-.", (0, (5, 1, 1, 1, 1, 1))], "background": ["--", ":"]}
 # Where single-N task sets go when their protocol has no curves of its own.
 POINT_PANEL = {"official": "within"}
+# What one episode of a protocol is called in the titles (Lake et al. call theirs runs).
+EPISODE_NAMES = {"official": "runs"}
+DODGE_POINTS = 3.5  # screen distance between the bars of two methods at the same N
+CAP_POINTS = 4.0
+TITLE_CHARACTERS = 50  # about the width of a panel, in the title's font  # half the width of a cap: wider than a marker, so a tiny interval still shows
+# Text stays text in the SVG (searchable, small); ids do not change between runs.
+FIGURE_STYLE = {"font.size": 13, "axes.titlesize": 12, "legend.fontsize": 12,
+                "svg.fonttype": "none", "svg.hashsalt": "oneshot-benchmark"}
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: reports are written without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # must come before pyplot
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, stem: Path) -> list[Path]:
+    """Write stem.png and stem.svg and close the figure. Call inside `FIGURE_STYLE`, whose
+    hash salt fixes the SVG's ids: with no date either, the same data give the same bytes."""
+    paths = [Path(stem).with_suffix(".png"), Path(stem).with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1], metadata={"Date": None})
+    pyplot().close(fig)
+    return paths
 
 
 def plot_accuracy_vs_n(summary: pd.DataFrame, stem: Path, confidence: float,
                        references: set[str] = frozenset()) -> list[Path]:
     """Write stem.png and stem.svg; `references` names the untrained methods (drawn in grey)."""
-    import matplotlib
+    with pyplot().rc_context(FIGURE_STYLE):
+        return save_figure(accuracy_figure(summary, confidence, references), stem)
 
-    matplotlib.use("Agg")  # no display needed; must come before pyplot
-    import matplotlib.pyplot as plt
 
+def accuracy_figure(summary: pd.DataFrame, confidence: float, references: set[str] = frozenset()):
+    """The figure, drawn (its panels' error-bar containers are labelled "method / task set");
+    call inside `FIGURE_STYLE` when it is to be saved."""
     summary = summary.assign(n_count=summary.groupby(["task_set", "k_shot"])["n_way"].transform("nunique"))
     curves, points = summary[summary.n_count > 1], summary[summary.n_count == 1]
-    panels = list(dict.fromkeys(curves["protocol"])) or list(dict.fromkeys(points["protocol"]))
-    point_panel = {p: p if p in panels else POINT_PANEL.get(p, panels[0]) for p in points["protocol"]}
-    point_panel = {p: target if target in panels else panels[0] for p, target in point_panel.items()}
+    protocols = list(dict.fromkeys(curves["protocol"])) or list(dict.fromkeys(points["protocol"]))
+    shots = sorted(set(summary["k_shot"]))
+    # Single-N task sets join a panel of the same k: their own protocol's, or a related one.
+    target = {p: p if p in protocols else POINT_PANEL.get(p, protocols[0]) for p in points["protocol"]}
+    points = points.assign(panel=[target[p] if target[p] in protocols else protocols[0]
+                                  for p in points["protocol"]])
+    curves = curves.assign(panel=curves["protocol"])
     colors = _method_colors(list(dict.fromkeys(summary["method"])), references)
     styles = _task_set_styles(curves)
 
-    with plt.rc_context({"font.size": 13, "axes.titlesize": 13, "legend.fontsize": 12,
-                         # Text stays text in the SVG (searchable, small); ids do not change between runs.
-                         "svg.fonttype": "none", "svg.hashsalt": "oneshot-benchmark"}):
-        fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 4.6 * len(panels) + 0.6), 5.2),
-                                 sharey=True, squeeze=False)
-        axes = dict(zip(panels, axes[0]))
-        for (method, task_set), curve in curves.groupby(["method", "task_set"], sort=False):
-            _draw_curve(axes[curve["protocol"].iloc[0]], curve.sort_values("n_way"),
-                        colors[method], styles[task_set][0], method in references)
-        _draw_points(axes, points, point_panel, colors)
-        for protocol, ax in axes.items():
-            shown = pd.concat([curves[curves.protocol == protocol],
-                               points[points.protocol.map(point_panel) == protocol]])
-            _decorate_panel(ax, protocol, int(max(shown["n_way"].max(), 2)))
-        axes[panels[0]].set_ylabel(f"accuracy (%), {100 * confidence:g}% CI bands")
-        handles = _legend_handles(colors, styles, points, seeded=bool((summary["seeds"] > 1).any()))
-        legend = fig.legend(handles=handles, loc="lower center", ncol=3 if len(panels) > 1 else 2,
-                            bbox_to_anchor=(0.5, 0.0), frameon=False, columnspacing=1.2,
-                            handlelength=2.4)
-        fig.canvas.draw()  # the legend's height is known once drawn: leave room for it below
-        height = legend.get_window_extent().height / (fig.get_figheight() * fig.dpi)
-        fig.tight_layout(rect=(0, min(height + 0.01, 0.5), 1, 1))
-        paths = [Path(stem).with_suffix(".png"), Path(stem).with_suffix(".svg")]
-        fig.savefig(paths[0], dpi=150)
-        fig.savefig(paths[1], metadata={"Date": None})  # no timestamp: same records, same file
-        plt.close(fig)
-    return paths
+    fig, grid = pyplot().subplots(len(shots), len(protocols), sharey=True, squeeze=False,
+                                  figsize=(max(7.0, 4.6 * len(protocols) + 0.6), 1.0 + 4.5 * len(shots)))
+    axes = {(protocol, k): grid[row][column] for row, k in enumerate(shots)
+            for column, protocol in enumerate(protocols)}
+    for panel, ax in axes.items():
+        panel_curves, panel_points = (frame[(frame.panel == panel[0]) & (frame.k_shot == panel[1])]
+                                      for frame in (curves, points))
+        if panel_curves.empty and panel_points.empty:
+            ax.set_visible(False)  # no task set of this protocol with this k
+            continue
+        _draw_panel(ax, panel_curves, panel_points, colors, styles, references)
+        _decorate_panel(ax, panel, _panel_detail(panel[1], panel_curves, panel_points),
+                        int(max(pd.concat([panel_curves, panel_points])["n_way"].max(), 2)))
+    for row in grid:
+        row[0].set_ylabel(f"accuracy (%), bars: {100 * confidence:g}% CI")
+    _add_legend(fig, _legend_handles(colors, styles, points, seeded=bool((summary["seeds"] > 1).any())),
+                columns=3 if len(protocols) > 1 else 2)
+    return fig
 
 
-def _draw_points(axes: dict, points: pd.DataFrame, point_panel: dict, colors: dict) -> None:
-    """Task sets of a single N (the official runs) as diamonds with their interval."""
-    point_methods = list(dict.fromkeys(points["method"]))
-    for row in points.itertuples():
-        # A small offset per method keeps the diamonds from hiding one another.
-        x = row.n_way + 0.8 * (point_methods.index(row.method) - (len(point_methods) - 1) / 2)
-        # A percentile interval need not contain the accuracy (nor does rounding always keep
-        # it inside): matplotlib refuses negative error bars, so such a side is drawn as 0.
-        below = max(0.0, 100 * (row.accuracy - row.ci_low))
-        above = max(0.0, 100 * (row.ci_high - row.accuracy))
-        axes[point_panel[row.protocol]].errorbar(
-            x, 100 * row.accuracy, fmt="D", color=colors[row.method], markersize=5,
-            markeredgecolor="white", markeredgewidth=0.6, capsize=3, zorder=4,
-            yerr=[[below], [above]])
+def _draw_panel(ax, curves: pd.DataFrame, points: pd.DataFrame, colors: dict, styles: dict,
+                references: set[str]) -> None:
+    """The curves and the single-N diamonds of one panel, each method at its own screen offset."""
+    methods = list(dict.fromkeys(pd.concat([curves["method"], points["method"]])))
+    offsets = {}
+    # References sit far from the trained methods: each group is spread around N on its own.
+    for group in ([m for m in methods if m not in references], [m for m in methods if m in references]):
+        offsets.update({m: DODGE_POINTS * (i - (len(group) - 1) / 2) for i, m in enumerate(group)})
+    for (method, task_set), curve in curves.groupby(["method", "task_set"], sort=False):
+        transform = _shifted(ax, offsets[method])
+        _draw_curve(ax, curve.sort_values("n_way"), colors[method], styles[task_set][0],
+                    method in references, transform)
+    errors = _error_sizes(points)
+    for position, row in enumerate(points.itertuples()):
+        ax.errorbar(row.n_way, 100 * row.accuracy, yerr=errors[:, [position]], fmt="D",
+                    color=colors[row.method], markersize=5, markeredgecolor="white",
+                    markeredgewidth=0.6, capsize=CAP_POINTS, barsabove=True, zorder=4,
+                    transform=_shifted(ax, offsets[row.method]), label=f"{row.method} / {row.task_set}")
 
 
-def _decorate_panel(ax, protocol: str, max_n: int) -> None:
-    """Chance (1/N) as a dotted line, title, axes and grid."""
+def _shifted(ax, points: float):
+    """Data coordinates moved `points` to the right on screen, whatever the x range."""
+    from matplotlib.transforms import ScaledTranslation
+
+    return ax.transData + ScaledTranslation(points / 72, 0, ax.figure.dpi_scale_trans)
+
+
+def _error_sizes(rows: pd.DataFrame) -> np.ndarray:
+    """Error bar lengths below and above the accuracy, in points (2, rows).
+
+    A percentile interval need not contain the accuracy (nor does rounding always keep it
+    inside): matplotlib refuses negative error bars, so such a side is drawn as 0.
+    """
+    below = np.maximum(0.0, 100 * (rows["accuracy"] - rows["ci_low"]).to_numpy(dtype=float))
+    above = np.maximum(0.0, 100 * (rows["ci_high"] - rows["accuracy"]).to_numpy(dtype=float))
+    return np.vstack([below, above])
+
+
+def _draw_curve(ax, curve: pd.DataFrame, color: str, style, reference: bool, transform) -> None:
+    """A method's line, a marker with its interval at each N, its seed range behind them."""
+    x, task_set = curve["n_way"].to_numpy(), curve["task_set"].iloc[0]
+    # Lines thinner than before the bars came: the caps, not the lines, catch the eye.
+    ax.plot(x, 100 * curve["accuracy"], linestyle=style, color=color, zorder=3,
+            linewidth=1.2 if reference else 1.6, transform=transform)
+    ax.errorbar(x, 100 * curve["accuracy"], yerr=_error_sizes(curve), fmt="o", color=color,
+                markersize=3, elinewidth=1.0, capsize=CAP_POINTS, capthick=1.0,
+                barsabove=True, zorder=3.5, transform=transform, label=f"{curve['method'].iloc[0]} / {task_set}")
+    seeded = curve[curve["seeds"] > 1]
+    if len(seeded):
+        ax.vlines(seeded["n_way"], 100 * seeded["seed_min"], 100 * seeded["seed_max"], color=color,
+                  linewidth=6, alpha=0.3, zorder=2, transform=transform)
+
+
+def _panel_detail(k_shot: int, curves: pd.DataFrame, points: pd.DataFrame) -> str:
+    """"1-shot, 1000 episodes per N; official: 20 runs", or each task set's count where they differ."""
+    counts = {name: "/".join(map(str, sorted(set(rows["episodes"]))))
+              for name, rows in curves.groupby("task_set", sort=False)}
+    parts = [f"{k_shot}-shot"]
+    if len(set(counts.values())) == 1:
+        parts[0] += f", {next(iter(counts.values()))} episodes per N"
+    elif counts:
+        parts.append("episodes per N: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
+    for (task_set, protocol), rows in points.groupby(["task_set", "protocol"], sort=False):
+        count = "/".join(map(str, sorted(set(rows["episodes"]))))
+        parts.append(f"{task_set}: {count} {EPISODE_NAMES.get(protocol, 'episodes')}")
+    line = "; ".join(parts)
+    return line if len(line) <= TITLE_CHARACTERS else "\n".join(parts)  # too wide: a line each
+
+
+def _decorate_panel(ax, panel: tuple[str, int], detail: str, max_n: int) -> None:
+    """Chance (1/N) as a dotted line, title (protocol, then k and episodes), axes and grid."""
     n_values = np.arange(2, max_n + 1)
     ax.plot(n_values, 100 / n_values, ":", color="black", linewidth=1, zorder=1)
-    ax.set_title(PANEL_TITLES.get(protocol, protocol))
+    ax.set_title(f"{PANEL_TITLES.get(panel[0], panel[0])}\n{detail}")
     ax.set_xlabel("number of ways N")
     ax.set_xlim(0, max_n + 2)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
+
+
+def _add_legend(fig, handles: list, columns: int) -> None:
+    """The legend below the panels, with room left for it."""
+    legend = fig.legend(handles=handles, loc="lower center", ncol=columns, bbox_to_anchor=(0.5, 0.0),
+                        frameon=False, columnspacing=1.2, handlelength=2.4)
+    fig.canvas.draw()  # the legend's height is known once drawn: leave room for it below
+    height = legend.get_window_extent().height / (fig.get_figheight() * fig.dpi)
+    fig.tight_layout(rect=(0, min(height + 0.01, 0.5), 1, 1))
 
 
 def _legend_handles(colors: dict, styles: dict, points: pd.DataFrame, seeded: bool) -> list:
@@ -116,8 +208,8 @@ def _legend_handles(colors: dict, styles: dict, points: pd.DataFrame, seeded: bo
                               label=f"{task_set} {n_way}-way"))
     handles.append(Line2D([], [], color="black", linestyle=":", linewidth=1, label="chance 1/N"))
     if seeded:
-        handles.append(Line2D([], [], color="black", marker="|", markersize=10, linestyle="none",
-                              label="range over seeds"))
+        handles.append(Line2D([], [], color="black", alpha=0.3, marker="|", markersize=12,
+                              markeredgewidth=6, linestyle="none", label="range over seeds"))
     return handles
 
 
@@ -131,24 +223,12 @@ def _method_colors(methods: list[str], references: set[str]) -> dict[str, str]:
 
 def _task_set_styles(curves: pd.DataFrame) -> dict[str, tuple]:
     """(line style, split) of each curved task set: solid for the first evaluation set of a
-    protocol, dashed for the first background one, other styles for further ones."""
+    panel (protocol and k), dashed for the first background one, other styles for further ones."""
     styles, used = {}, {}
-    for task_set, split, protocol in curves[["task_set", "split", "protocol"]].drop_duplicates(
-            "task_set").itertuples(index=False):
+    columns = ["task_set", "split", "protocol", "k_shot"]
+    for task_set, split, protocol, k_shot in curves[columns].drop_duplicates("task_set").itertuples(index=False):
         options = SPLIT_STYLES.get(split, ["-"])
-        count = used.get((protocol, split), 0)
-        used[(protocol, split)] = count + 1
+        count = used.get((protocol, k_shot, split), 0)
+        used[(protocol, k_shot, split)] = count + 1
         styles[task_set] = (options[count % len(options)], split)
     return styles
-
-
-def _draw_curve(ax, curve: pd.DataFrame, color: str, style, reference: bool) -> None:
-    x = curve["n_way"].to_numpy()
-    ax.plot(x, 100 * curve["accuracy"], linestyle=style, color=color, zorder=3,
-            linewidth=1.4 if reference else 2.0, marker=None if reference else "o", markersize=3)
-    ax.fill_between(x, 100 * curve["ci_low"], 100 * curve["ci_high"], color=color,
-                    alpha=0.12 if reference else 0.2, linewidth=0, zorder=2)
-    seeded = curve[curve["seeds"] > 1]
-    if len(seeded):
-        ax.vlines(seeded["n_way"], 100 * seeded["seed_min"], 100 * seeded["seed_max"], color=color,
-                  linewidth=1.2, zorder=3)
