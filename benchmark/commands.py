@@ -19,6 +19,7 @@ from benchmark.errors import ConfigError
 from benchmark.paths import (BASELINE_DIR, CHECKPOINT_DIR, DEFAULT_CONFIG, PROJECT_ROOT, RUNS_DIR, SMOKE_CONFIG,
                              project_file)
 from benchmark.run_folder import RunFolder
+from benchmark.terminal_summary import terminal_summary
 from benchmark.text_table import text_table
 
 
@@ -60,9 +61,8 @@ def _run(args, config, method_names, seeds, data_dir, out_dir: Path) -> int:
     try:
         outcome = run_benchmark(config, method_names, data, task_sets, out_dir, options)
         if RunFolder(out_dir).has_records():
-            summary = report_runs([out_dir], out_dir, log=log, stats=config.stats)
-            print((out_dir / "summary.md").read_text(encoding="utf-8"))
-            log(f"wrote {len(summary)} summary rows to {out_dir}")
+            report = report_runs([out_dir], out_dir, log=log, stats=config.stats)
+            print(terminal_summary(report.summary, report.paired, report.runs, out_dir))
     except KeyboardInterrupt:
         log(_interrupted_message(args, out_dir))
         return 130
@@ -223,9 +223,8 @@ def report_command(args) -> int:
         raise ConfigError("several run folders: say where the merged report goes with --out DIR")
     out_dir = args.out or args.run_dirs[0]
     with output_folder(out_dir):
-        summary = report_runs(args.run_dirs, out_dir, log=log)
-    print((out_dir / "summary.md").read_text(encoding="utf-8"))
-    log(f"wrote {len(summary)} summary rows to {out_dir}")
+        report = report_runs(args.run_dirs, out_dir, log=log)
+    print(terminal_summary(report.summary, report.paired, report.runs, out_dir))
     return 1 if _say_if_incomplete(args.run_dirs) else 0
 
 

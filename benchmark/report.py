@@ -105,7 +105,16 @@ def _run_labels(runs: list[RunSource]) -> list[str]:
     return [f"run {position + 1}" for position in range(len(runs))]
 
 
-def report_runs(run_dirs: list[Path], out_dir: Path, log=None, stats: StatsConfig | None = None) -> pd.DataFrame:
+@dataclass
+class Report:
+    """What a report wrote, as tables: the summary, the paired differences, and its runs."""
+
+    summary: pd.DataFrame
+    paired: pd.DataFrame
+    runs: list[RunSource]
+
+
+def report_runs(run_dirs: list[Path], out_dir: Path, log=None, stats: StatsConfig | None = None) -> Report:
     """Read one or more run folders, merge them, write the report into out_dir.
 
     `stats` (resamples, confidence, seed) defaults to the first run's config.
@@ -121,8 +130,8 @@ def report_runs(run_dirs: list[Path], out_dir: Path, log=None, stats: StatsConfi
 
 
 def write_report(run_dir: Path, records: pd.DataFrame | None = None, stats: StatsConfig = StatsConfig(),
-                 runs: list[RunSource] | None = None) -> pd.DataFrame:
-    """Write summary.csv, paired.csv, summary.md and accuracy_vs_n.png/.svg; return the summary.
+                 runs: list[RunSource] | None = None) -> Report:
+    """Write summary.csv, paired.csv, summary.md and accuracy_vs_n.png/.svg.
 
     `runs` name the runs in summary.md and say which methods are untrained references;
     without it, `run_dir` itself is the run (its run.json when it has one).
@@ -142,7 +151,7 @@ def write_report(run_dir: Path, records: pd.DataFrame | None = None, stats: Stat
     (run_dir / "summary.md").write_text(text, encoding="utf-8")
     references = {name for run in runs for name, trains in run.trains().items() if not trains}
     plot_accuracy_vs_n(summary, run_dir / "accuracy_vs_n", stats.confidence, references)
-    return summary
+    return Report(summary, paired, runs)
 
 
 def _task_order(records: pd.DataFrame, runs: list[RunSource]) -> list[str]:

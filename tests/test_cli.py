@@ -33,7 +33,21 @@ def test_quick_run_writes_every_file_and_report_rebuilds_them(omniglot_dir, tmp_
     assert set(summary.task_set) == {"cross", "within", "official"}
     official = summary[(summary.task_set == "official") & (summary.method == "nearest_neighbor")]
     assert official.queries.item() == 400 and official.episodes.item() == 20
-    assert "| 20 |" in result.stdout  # the table is printed
+    # The end of a run: aligned tables made for a terminal (no Markdown), the paired differences
+    # with their intervals, each method's times, and the run folder's files.
+    out_text = result.stdout
+    assert "|" not in out_text and "**" not in out_text
+    table = out_text.split("cross (cross, evaluation alphabets, 1-shot, 20 episodes per N)")[1].split("\n\n")[0]
+    header, two, twenty = table.strip().splitlines()[1:4]
+    assert header.split() == ["N", "chance", "random", "nearest_neighbor"]
+    assert two.split()[:2] == ["2", "50.0"] and twenty.split()[:2] == ["20", "5.0"]
+    assert len({line.index("chance") if "chance" in line else line.index("50.0") for line in (header, two)}) == 1
+    paired = out_text.split("paired differences")[1]
+    assert "random − nearest_neighbor" in paired and "95% paired interval" in paired
+    times = out_text.split("\ntimes\n")[1]
+    assert {line.split()[0] for line in times.splitlines()[1:3]} == {"random", "nearest_neighbor"}
+    assert f"in {out}:" in out_text and "  figures: accuracy_vs_n.png, accuracy_vs_n.svg" in out_text
+    assert "  records: records.csv, run.json" in out_text and "summary.md" in out_text.split("tables:")[1]
 
     before = (out / "summary.csv").read_text()
     for name in ("summary.csv", "summary.md", "accuracy_vs_n.png", "accuracy_vs_n.svg"):

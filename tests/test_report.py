@@ -80,7 +80,7 @@ def test_seeds_repeat_trained_methods_only_and_the_report_shows_their_spread(tmp
     # The background task set ran for the trained method only.
     assert set(records[records.task_set == "cross_background"].method) == {"noisy_neighbor"}
 
-    summary = write_report(out)
+    summary = write_report(out).summary
     row = summary[(summary.method == "noisy_neighbor") & (summary.task_set == "cross") & (summary.n_way == 5)].iloc[0]
     per_seed_accuracy = noisy[(noisy.task_set == "cross") & (noisy.n_way == 5)].groupby("seed")["correct"].mean()
     assert row.seeds == 3 and row.episodes == 30 and row.queries == 30 * 5
@@ -129,7 +129,7 @@ def test_runs_merge_with_device_labels_for_methods_found_in_both(tmp_path):
     assert set(records.method) == {"random", "nearest_neighbor (cpu)", "nearest_neighbor (cuda)",
                                    "noisy_neighbor"}
     assert [run.label for run in infos] == ["cpu", "cuda"]
-    summary = report_runs([cpu, gpu], tmp_path / "merged")
+    summary = report_runs([cpu, gpu], tmp_path / "merged").summary
     nn = summary[summary.method.str.startswith("nearest_neighbor")].pivot_table(
         index=["task_set", "n_way"], columns="method", values="accuracy")
     assert (nn["nearest_neighbor (cpu)"] == nn["nearest_neighbor (cuda)"]).all()  # deterministic
@@ -228,7 +228,7 @@ def test_tables_follow_the_order_of_task_sets_in_the_config_and_of_methods_as_as
     outcome = run_benchmark(config, ["random", "nearest_neighbor", "noisy_neighbor"], DATA,
                             resolve_task_sets(config, DATA), out, options)
     assert outcome.exit_code == 0, outcome.failures
-    summary = write_report(out)
+    summary = write_report(out).summary
     expected_methods = ["random", "nearest_neighbor", "noisy_neighbor"]
     written = pd.read_csv(out / "summary.csv")
     for table in (summary, written):
@@ -254,7 +254,7 @@ def test_merged_runs_keep_the_order_asked_for_with_each_method_s_runs_together(t
     manifest = json.loads((gpu / "run.json").read_text())
     manifest["environment"].update(device="cuda", gpu="Some GPU")
     (gpu / "run.json").write_text(json.dumps(manifest))
-    summary = report_runs([gpu, cpu], tmp_path / "merged")
+    summary = report_runs([gpu, cpu], tmp_path / "merged").summary
     # The cuda run is named first: the methods it asked for (noisy_neighbor, nearest_neighbor)
     # come first, then the cpu run's; the two nearest_neighbor runs stay together, cuda first.
     assert list(dict.fromkeys(summary.task_set)) == ["cross", "within", "cross_background"]

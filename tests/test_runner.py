@@ -49,7 +49,7 @@ def test_records_have_one_row_per_query(tmp_path):
     assert manifest["data"]["evaluation_sha256"] == DATA.evaluation.sha256
     assert set(manifest["methods"]) == {"random", "nearest_neighbor"}
     assert manifest["methods"]["random"]["source"] == "built-in"
-    summary = write_report(tmp_path / "run")
+    summary = write_report(tmp_path / "run").summary
     nn = summary[summary.method == "nearest_neighbor"]
     assert (nn.accuracy > 0.9).all()  # synthetic characters are easy for pixels
     for name in ("summary.csv", "summary.md", "accuracy_vs_n.png", "accuracy_vs_n.svg"):
