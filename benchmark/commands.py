@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from benchmark import registry
-from benchmark.config import apply_override, check_seed, config_from_dict, load_config
+from benchmark.config import apply_override, check_seed, config_from_dict, did_you_mean, load_config
 from benchmark.errors import ConfigError
 from benchmark.paths import (BASELINE_DIR, CHECKPOINT_DIR, DEFAULT_CONFIG, PROJECT_ROOT, RUNS_DIR, SMOKE_CONFIG,
                              project_file)
@@ -44,7 +44,7 @@ def run_command(args) -> int:
         out_dir = args.out or RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.name}"
     if args.seeds is not None:  # with --resume: the run's seeds, then these
         seeds = tuple(dict.fromkeys([*(seeds or ()), *_parse_seeds(args.seeds)]))
-    check_methods(method_names, config)
+    check_methods(method_names, config, args.overrides)
     with output_folder(out_dir, parents=args.out is None and args.resume is None):
         return _run(args, config, method_names, seeds, data_dir, out_dir)
 
@@ -173,8 +173,14 @@ def method_names_of(spec: str, config) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_methods(method_names: list[str], config) -> None:
-    """Fail on an unknown method or hyperparameter before loading data or training anything."""
+def check_methods(method_names: list[str], config, overrides: list[str] = ()) -> None:
+    """Fail on an unknown method or hyperparameter, or a `--set methods.NAME...` for a method
+    this run does not run (a misspelt name), before loading data or training anything."""
+    for override in overrides:
+        parts = override.partition("=")[0].strip().split(".")
+        if parts[0] == "methods" and len(parts) > 1 and parts[1] not in method_names:
+            raise ConfigError(f"--set {override}: method {parts[1]!r} is not in this run"
+                              f"{did_you_mean(parts[1], method_names)}")
     for name in method_names:
         registry.create_method(name, config.methods.get(name, {}))
 
@@ -271,7 +277,7 @@ def update_baselines_command(args) -> int:
     config_path = args.config or str(SMOKE_CONFIG.relative_to(PROJECT_ROOT))
     config = load_config(project_file(config_path), args.overrides)
     method_names = method_names_of(args.methods or "all", config)
-    check_methods(method_names, config)
+    check_methods(method_names, config, args.overrides)
     path = Path(args.baselines) if args.baselines else BASELINE_DIR / f"{config.name}.json"
     data, task_sets = load_data_and_tasks(config, args.data_dir, download=not args.no_download, progress=False)
     if args.check:

@@ -114,6 +114,8 @@ def assert_clean_usage_error(result, *fragments):
      ["k_shot + n_query = 21"]),
     (["--set", "task_sets.cross.episods=3"], ["did you mean 'episodes'"]),
     (["--set", "methods.random.sed=3"], ["did you mean 'seed'"]),
+    (["--set", "methods.randon.seed=3"], ["method 'randon' is not in this run", "did you mean 'random'"]),
+    (["--set", "methods.protonet.steps=3"], ["method 'protonet' is not in this run"]),
     (["--config", "configs/none.yaml"], ["not found"]),
     (["--out", "/no/such/parent/run"], ["parent folder", "does not exist"]),
     (["--out", "/proc/nope"], ["cannot create the folder /proc/nope"]),
