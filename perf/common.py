@@ -78,11 +78,12 @@ def machine() -> dict:
 
 
 def print_result(result: dict, json_path: str | None) -> int:
-    """Print the result as one JSON line, and write the same line to `json_path` when given.
+    """Print the result as one JSON line (with the machine's facts, when the script did not add
+    them), and write the same line to `json_path` when given.
 
     Returns 0, the script's exit status.
     """
-    text = json.dumps(result)
+    text = json.dumps({**result, "machine": result.get("machine") or machine()})
     print(text)
     if json_path:
         Path(json_path).write_text(text + "\n", encoding="utf-8")

@@ -157,7 +157,7 @@ def time_loop(method_name, style, method, sets, data, harness_scores, per_set_sa
             "loop_cpu_seconds_extrapolated": round(sum(r["loop_cpu_seconds_extrapolated"] for r in rows), 1)}
 
 
-def main() -> int:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=("siamese", "nearest_neighbor"), default="siamese")
     parser.add_argument("--loop", choices=("pairs", "episode"), default="pairs", help="the baseline loop (above)")
@@ -172,31 +172,24 @@ def main() -> int:
     args = parser.parse_args()
     if args.tiny:
         args.loop_episodes = min(args.loop_episodes, TINY_EPISODES)
-    torch.set_num_threads(args.threads)
-    config = run_config(args, overrides=args.overrides)
-    data = load_data(args)
-    sets = task_sets(config, data)
-    method = fitted_method(args.method, config, data, checkpoint_store(args))
+    return args
 
-    harness_runs = []
 
-    def run_harness():
-        load = load_average()
-        scores, seconds, cpu_seconds, per_set = time_harness(method, sets, data)
-        harness_runs.append({"seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2), "load": load,
-                             "per_set": per_set})
-        print(json.dumps({k: v for k, v in harness_runs[-1].items() if k != "per_set"}), file=sys.stderr)
-        return scores
+def run_harness(method, sets, data, runs: list) -> dict:
+    """One timed harness sweep, appended to `runs`; its scores by task-set label."""
+    load = load_average()
+    scores, seconds, cpu_seconds, per_set = time_harness(method, sets, data)
+    runs.append({"seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2), "load": load,
+                 "per_set": per_set})
+    print(json.dumps({k: v for k, v in runs[-1].items() if k != "per_set"}), file=sys.stderr)
+    return scores
 
-    # One harness sweep before the loop and the others after it, so that both sides see the
-    # machine's load of the same period; the fastest sweep counts.
-    scores = run_harness()
-    loop = time_loop(args.method, args.loop, method, sets, data, scores, args.loop_episodes, args.seed)
-    for _ in range(args.harness_repeats - 1):
-        run_harness()
+
+def summary(args, sets, harness_runs: list, loop: dict) -> dict:
+    """The result line: the fastest harness sweep against the loop's extrapolated time."""
     harness_seconds = min(run["seconds"] for run in harness_runs)
     harness_cpu_seconds = min(run["cpu_seconds"] for run in harness_runs)
-    result = {
+    return {
         "method": args.method, "loop": args.loop, "task_sets": sorted({t.name for t in sets}),
         "episodes": int(sum(t.episodes.support.shape[0] for t in sets)),
         "pairs": int(sum(t.episodes.query.size * t.episodes.support[0].size for t in sets)),
@@ -204,10 +197,28 @@ def main() -> int:
         "harness_runs": [{k: v for k, v in r.items() if k != "per_set"} for r in harness_runs],
         "harness_per_set_seconds": harness_runs[-1]["per_set"],
         **{key: value for key, value in loop.items() if key != "rows"},
-        "ratio_loop_over_harness": round(loop["loop_seconds_extrapolated"] / harness_seconds, 1),
-        "cpu_ratio_loop_over_harness": round(loop["loop_cpu_seconds_extrapolated"] / harness_cpu_seconds, 1),
+        # (a tiny sweep can round to 0.00 s)
+        "ratio_loop_over_harness": round(loop["loop_seconds_extrapolated"] / max(harness_seconds, 0.01), 1),
+        "cpu_ratio_loop_over_harness": round(loop["loop_cpu_seconds_extrapolated"]
+                                             / max(harness_cpu_seconds, 0.01), 1),
         "loop_rows": loop["rows"], "machine": machine(), "command": " ".join(sys.argv)}
-    print_result(result, args.json)
+
+
+def main() -> int:
+    args = arguments()
+    torch.set_num_threads(args.threads)
+    config = run_config(args, overrides=args.overrides)
+    data = load_data(args)
+    sets = task_sets(config, data)
+    method = fitted_method(args.method, config, data, checkpoint_store(args))
+    # One harness sweep before the loop and the others after it, so that both sides see the
+    # machine's load of the same period; the fastest sweep counts.
+    harness_runs = []
+    scores = run_harness(method, sets, data, harness_runs)
+    loop = time_loop(args.method, args.loop, method, sets, data, scores, args.loop_episodes, args.seed)
+    for _ in range(args.harness_repeats - 1):
+        run_harness(method, sets, data, harness_runs)
+    print_result(summary(args, sets, harness_runs, loop), args.json)
     if loop["argmax_mismatches"] or loop["max_score_difference"] > args.tolerance:
         print(f"error: the loop and the harness disagree: {loop['argmax_mismatches']} predictions differ, "
               f"largest score difference {loop['max_score_difference']:.2e}", file=sys.stderr)

@@ -25,7 +25,8 @@ import time
 import torch
 
 import benchmark
-from common import accuracy, evaluation_sets, fit_context, load_average, print_result, training_arguments, training_setup
+from common import (accuracy, evaluation_sets, fit_context, load_average, print_result, training_arguments,
+                    training_setup)
 
 WARMUP_STEPS = 2
 
