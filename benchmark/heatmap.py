@@ -10,6 +10,7 @@ interval change sign). The diagonal, a method against itself, is empty.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def heatmap_n_way(paired: pd.DataFrame) -> int | None:
 
 def heatmap_cells(pairs: pd.DataFrame) -> HeatmapCells:
     """The matrix of one panel from its rows of paired.csv (one task set, one N)."""
-    methods = list(dict.fromkeys(m for pair in zip(pairs["method_b"], pairs["method_a"]) for m in pair))
+    # In the order the pairs name them: A is listed before B, so this is the run's method order.
+    methods = list(dict.fromkeys(m for pair in zip(pairs["method_a"], pairs["method_b"]) for m in pair))
     difference = pd.DataFrame(np.nan, index=methods, columns=methods)
     annotation = pd.DataFrame("", index=methods, columns=methods)
     hatched = pd.DataFrame(False, index=methods, columns=methods)
@@ -96,9 +98,13 @@ def _draw_panel(ax, cells: HeatmapCells, limit: float) -> None:
     import seaborn
     from matplotlib.patches import Rectangle
 
-    seaborn.heatmap(cells.difference, ax=ax, cmap=COLORMAP, center=0, vmin=-limit, vmax=limit,
-                    annot=cells.annotation.to_numpy(), fmt="", square=True, linewidths=0.5,
-                    linecolor="white", cbar=False, annot_kws={"fontsize": 10})
+    with warnings.catch_warnings():
+        # seaborn 0.13.2 calls a colormap method that newer matplotlib deprecates: not ours to fix,
+        # and not worth a line on every report.
+        warnings.filterwarnings("ignore", "The set_bad function", PendingDeprecationWarning)
+        seaborn.heatmap(cells.difference, ax=ax, cmap=COLORMAP, center=0, vmin=-limit, vmax=limit,
+                        annot=cells.annotation.to_numpy(), fmt="", square=True, linewidths=0.5,
+                        linecolor="white", cbar=False, annot_kws={"fontsize": 10})
     for row, column in zip(*np.nonzero(cells.hatched.to_numpy())):
         # Below the annotations (zorder 3), above the colours: the number stays readable.
         ax.add_patch(Rectangle((column, row), 1, 1, fill=False, hatch=HATCH, edgecolor="0.35",
