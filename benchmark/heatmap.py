@@ -78,8 +78,10 @@ def _heatmap_figure(panels: dict[tuple, HeatmapCells], n_way: int):
     columns = min(2, len(panels))
     rows = -(-len(panels) // columns)
     limit = max(1.0, max(float(np.nanmax(np.abs(c.difference.to_numpy()))) for c in panels.values()))
+    # About 0.65 inch a cell (no less than three cells' worth), plus room for the method names.
+    side = 0.65 * max(3, *(len(c.difference) for c in panels.values()))
     fig, grid = pyplot().subplots(rows, columns, squeeze=False, layout="constrained",
-                                  figsize=(4.8 * columns + 1.2, 4.4 * rows + 0.6))
+                                  figsize=((side + 1.6) * columns + 1.2, (side + 1.2) * rows + 0.6))
     axes = list(grid.ravel())
     for ax, ((task_set, protocol, k_shot), cells) in zip(axes, panels.items()):
         _draw_panel(ax, cells, limit)
