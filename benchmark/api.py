@@ -105,6 +105,35 @@ class FitContext:
         return np.random.default_rng(self.seed)
 
 
+def hyperparameters(cls: type) -> dict[str, inspect.Parameter]:
+    """A method class's hyperparameters: the named arguments of its `__init__`, and, when that
+    passes `**kwargs` on to its parent's, the parent's too (the nearest class's wins), so a
+    family of methods can share a base class's hyperparameters without repeating them:
+
+        class Base(EmbeddingMethod):
+            def __init__(self, size: int = 21): ...
+        class Child(Base):
+            def __init__(self, scale: float = 1.0, **kwargs):   # hyperparameters: scale, size
+                super().__init__(**kwargs)
+                self.scale = scale
+    """
+    found = {}
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None or klass is object:
+            continue
+        try:  # annotations as types (`from __future__ import annotations` leaves them strings)
+            parameters = inspect.signature(init, eval_str=True).parameters
+        except Exception:  # a plugin's annotations may not resolve: keep them as written
+            parameters = inspect.signature(init).parameters
+        for name, parameter in parameters.items():
+            if name != "self" and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                found.setdefault(name, parameter)
+        if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters.values()):
+            break
+    return found
+
+
 class Method(abc.ABC):
     """Base class of every method. Subclasses are registered with `@register_method(name)`.
 
@@ -117,11 +146,9 @@ class Method(abc.ABC):
     capabilities: ClassVar[Capabilities] = Capabilities()
 
     def get_params(self) -> dict[str, Any]:
-        """The constructor arguments, read back from the attributes of the same name."""
-        signature = inspect.signature(type(self).__init__)
-        return {p: getattr(self, p) for p in signature.parameters
-                if p != "self" and signature.parameters[p].kind not in (inspect.Parameter.VAR_POSITIONAL,
-                                                                         inspect.Parameter.VAR_KEYWORD)}
+        """The hyperparameters (`hyperparameters(type(self))`), read back from the attributes of
+        the same name."""
+        return {name: getattr(self, name) for name in hyperparameters(type(self))}
 
     @classmethod
     def summary(cls) -> str:

@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.api import Capabilities, EpisodeBatch, FitContext, Method, checked_scores
+from benchmark.api import Capabilities, EpisodeBatch, FitContext, Method, checked_scores, hyperparameters
 from benchmark.errors import MethodError
 from benchmark.synthetic import synthetic_splits
 from tasks.episodes import generate
@@ -167,12 +167,11 @@ def method_class(subject: Subject) -> None:
         subject.fail(rule, f"abstract methods not implemented: {', '.join(sorted(cls.__abstractmethods__))}")
     if not isinstance(cls.capabilities, Capabilities):
         subject.fail(rule, "`capabilities` must be a benchmark.api.Capabilities(...)")
-    parameters = _init_parameters(cls)
-    if any(p.kind is p.VAR_POSITIONAL for p in parameters.values()):
+    own = inspect.signature(cls.__init__).parameters
+    if any(p.kind is p.VAR_POSITIONAL for p in own.values()):
         subject.fail(rule, "the constructor takes *args: hyperparameters must be named")
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    unknown = sorted(set(subject.params) - set(parameters))
-    if unknown and not takes_any:
+    unknown = sorted(set(subject.params) - set(hyperparameters(cls)))
+    if unknown:
         subject.fail(rule, f"the check's params {unknown} are not constructor arguments (check CHECK_PARAMS)")
 
 
@@ -183,7 +182,7 @@ def init_stores_params(subject: Subject) -> None:
         method = subject.new(rule)
     if io_events:
         subject.fail(rule, f"the constructor used {io_events[0]}: load files and weights in fit, not __init__")
-    named = {n: p for n, p in _init_parameters(subject.cls).items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    named = hyperparameters(subject.cls)
     for name, parameter in named.items():
         if not hasattr(method, name):
             subject.fail(rule, f"constructor argument {name!r} is not stored as self.{name}")
@@ -390,11 +389,6 @@ def _as_reasons(skip) -> dict[str, str]:
     if isinstance(skip, str):
         skip = [skip]
     return {rule: "skipped by the caller" for rule in skip}
-
-
-def _init_parameters(cls) -> dict[str, inspect.Parameter]:
-    parameters = inspect.signature(cls.__init__).parameters
-    return {name: p for name, p in parameters.items() if name != "self"}
 
 
 def _equal(a, b) -> bool:

@@ -3,13 +3,12 @@
 Every field is typed and has its default here, in one place. Unknown keys and values of the
 wrong type are errors that name the key, the expected type and, for typos, the closest key.
 Method hyperparameters are checked later against the method's own constructor
-(`check_hyperparameters`), because only the registry knows which class a name means.
+(`registry.check_hyperparameters`), because only the registry knows which class a name means.
 """
 
 from __future__ import annotations
 
 import difflib
-import inspect
 import re
 import types
 import typing
@@ -269,29 +268,3 @@ def coerce(value, annotation, where: str):
 def _type_name(annotation) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         annotation, getattr(annotation, "__name__", str(annotation)))
-
-
-def check_hyperparameters(method_name: str, method_class: type, params: Mapping[str, Any]) -> dict:
-    """Check hyperparameter names and types against the method's constructor signature."""
-    signature = inspect.signature(method_class.__init__)
-    accepted = {name: p for name, p in signature.parameters.items()
-                if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-    try:
-        hints = typing.get_type_hints(method_class.__init__)
-    except Exception:  # a plugin's annotations may not resolve; fall back to the defaults' types
-        hints = {}
-    checked = {}
-    for key, value in params.items():
-        if key not in accepted:
-            if takes_any:
-                checked[key] = value
-                continue
-            raise ConfigError(f"method {method_name!r} has no hyperparameter {key!r}"
-                              f"{did_you_mean(key, accepted)}")
-        parameter = accepted[key]
-        annotation = hints.get(key)
-        if annotation is None and parameter.default not in (None, inspect.Parameter.empty):
-            annotation = type(parameter.default)
-        checked[key] = coerce(value, annotation, f"methods.{method_name}.{key}") if annotation else value
-    return checked

@@ -28,8 +28,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmark.api import Method
-from benchmark.config import check_hyperparameters, did_you_mean
+from benchmark.api import Method, hyperparameters
+from benchmark.config import coerce, did_you_mean
 from benchmark.errors import ConfigError
 from benchmark.paths import EXAMPLES_DIR, PROJECT_ROOT
 
@@ -186,10 +186,10 @@ class Registry:
                               f"--plugin {example}")
         raise ConfigError(f"unknown method {name!r}{did_you_mean(name, self.names())} (see --list-methods)")
 
-    def create(self, name: str, hyperparameters: Mapping[str, Any]) -> Method:
+    def create(self, name: str, settings: Mapping[str, Any]) -> Method:
         """An unfitted instance with these hyperparameters, checked against its constructor."""
         cls = self.get(name)
-        params = check_hyperparameters(name, cls, hyperparameters)
+        params = check_hyperparameters(name, cls, settings)
         try:
             return cls(**params)
         except Exception as error:
@@ -222,6 +222,21 @@ class Registry:
                 package = f"{dist.name} {dist.version}" if dist else entry_points[name].value
                 rows.append((name, f"package {package}", "(loaded when used)"))
         return rows
+
+
+def check_hyperparameters(method_name: str, method_class: type, params: Mapping[str, Any]) -> dict:
+    """Check hyperparameter names and types against the method's (inherited) constructor arguments."""
+    accepted = hyperparameters(method_class)
+    checked = {}
+    for key, value in params.items():
+        if key not in accepted:
+            raise ConfigError(f"method {method_name!r} has no hyperparameter {key!r}{did_you_mean(key, accepted)}")
+        parameter = accepted[key]
+        annotation = parameter.annotation
+        if annotation is parameter.empty or isinstance(annotation, str):  # none, or one that did not resolve
+            annotation = type(parameter.default) if parameter.default not in (None, parameter.empty) else None
+        checked[key] = coerce(value, annotation, f"methods.{method_name}.{key}") if annotation else value
+    return checked
 
 
 def _example_defining(name: str) -> str | None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.config import check_hyperparameters, load_config
+from benchmark.config import load_config
 from benchmark.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,19 +75,3 @@ def test_bad_configs_fail_in_one_line(tmp_path, text, overrides, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
-
-
-class Example:
-    def __init__(self, steps: int = 10, lr: float = 0.1, name="x", flag: bool = False):
-        pass
-
-
-def test_hyperparameters_are_checked_against_the_constructor():
-    assert check_hyperparameters("example", Example, {"steps": 3, "lr": 1, "name": "y"}) == \
-        {"steps": 3, "lr": 1.0, "name": "y"}
-    with pytest.raises(ConfigError, match="did you mean 'steps'"):
-        check_hyperparameters("example", Example, {"step": 3})
-    with pytest.raises(ConfigError, match="methods.example.steps must be an integer"):
-        check_hyperparameters("example", Example, {"steps": "many"})
-    with pytest.raises(ConfigError, match="methods.example.flag must be true or false"):
-        check_hyperparameters("example", Example, {"flag": 1})

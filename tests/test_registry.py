@@ -3,8 +3,9 @@
 import pytest
 
 from benchmark import registry
-from benchmark.api import Method
+from benchmark.api import Method, hyperparameters
 from benchmark.errors import ConfigError
+from benchmark.registry import check_hyperparameters
 
 
 def test_builtins_are_registered_with_where_they_come_from_and_a_summary():
@@ -50,3 +51,59 @@ def test_only_method_subclasses_register():
         registry.register_method("not_a_method")(object)
     with pytest.raises(ValueError, match="identifier"):
         registry.register_method("has space")
+
+
+class Example:
+    def __init__(self, steps: int = 10, lr: float = 0.1, name="x", flag: bool = False):
+        pass
+
+
+def test_hyperparameters_are_checked_against_the_constructor():
+    assert check_hyperparameters("example", Example, {"steps": 3, "lr": 1, "name": "y"}) == \
+        {"steps": 3, "lr": 1.0, "name": "y"}
+    with pytest.raises(ConfigError, match="did you mean 'steps'"):
+        check_hyperparameters("example", Example, {"step": 3})
+    with pytest.raises(ConfigError, match="methods.example.steps must be an integer"):
+        check_hyperparameters("example", Example, {"steps": "many"})
+    with pytest.raises(ConfigError, match="methods.example.flag must be true or false"):
+        check_hyperparameters("example", Example, {"flag": 1})
+
+
+class Base(Method):
+    def __init__(self, size: int = 21, scale: float = 1.0):
+        self.size = size
+        self.scale = scale
+
+
+class Child(Base):
+    """Adds one hyperparameter and inherits the others through **kwargs."""
+
+    def __init__(self, temperature: float = 0.5, size: int = 7, **kwargs):
+        super().__init__(size=size, **kwargs)
+        self.temperature = temperature
+
+    def fit(self, training_split, context):
+        return self
+
+    def predict(self, batch):
+        return None
+
+
+class Closed(Child):
+    """Names its arguments without **kwargs: its parents' are not its hyperparameters."""
+
+    def __init__(self, temperature: float = 0.5):
+        super().__init__(temperature=temperature)
+
+
+def test_hyperparameters_are_inherited_through_kwargs():
+    assert list(hyperparameters(Child)) == ["temperature", "size", "scale"]
+    assert hyperparameters(Child)["size"].default == 7  # the nearest class's declaration wins
+    child = Child(scale=2, temperature=0.1)
+    assert child.get_params() == {"temperature": 0.1, "size": 7, "scale": 2}
+    assert check_hyperparameters("child", Child, {"scale": 3, "size": 5}) == {"scale": 3.0, "size": 5}
+    with pytest.raises(ConfigError, match="methods.child.scale must be a number"):
+        check_hyperparameters("child", Child, {"scale": "big"})
+    assert list(hyperparameters(Closed)) == ["temperature"]
+    with pytest.raises(ConfigError, match="has no hyperparameter 'scale'"):
+        check_hyperparameters("closed", Closed, {"scale": 3})
