@@ -2,8 +2,9 @@
 
 A report folder gets `summary.csv` (accuracy, intervals, seed spread), `paired.csv` (every
 pair of methods on the same episodes), `summary.md` (both as readable tables, and the runs
-they come from; benchmark/summary_markdown.py) and `accuracy_vs_n.png`/`.svg`
-(benchmark/plots.py). Runs are read through benchmark/run_folder.py, which checks every
+they come from; benchmark/summary_markdown.py), `summary.tex` (booktabs tables for a paper;
+benchmark/latex.py), `accuracy_vs_n.png`/`.svg` (benchmark/plots.py) and
+`paired_heatmap.png`/`.svg` (the paired differences at one N; benchmark/heatmap.py). Runs are read through benchmark/run_folder.py, which checks every
 record against the hashes in run.json.
 """
 
@@ -17,6 +18,8 @@ import pandas as pd
 from benchmark.config import RunConfig, StatsConfig
 from benchmark.errors import ConfigError
 from benchmark.files import staged_outputs
+from benchmark.heatmap import heatmap_n_way, plot_paired_heatmap
+from benchmark.latex import summary_latex
 from benchmark.plots import plot_accuracy_vs_n
 from benchmark.run_folder import RunFolder
 from benchmark.run_manifest import RunManifest
@@ -131,7 +134,8 @@ def report_runs(run_dirs: list[Path], out_dir: Path, log=None, stats: StatsConfi
 
 def write_report(run_dir: Path, records: pd.DataFrame | None = None, stats: StatsConfig = StatsConfig(),
                  runs: list[RunSource] | None = None) -> Report:
-    """Write summary.csv, paired.csv, summary.md and accuracy_vs_n.png/.svg.
+    """Write summary.csv, paired.csv, summary.md, summary.tex, accuracy_vs_n.png/.svg and
+    paired_heatmap.png/.svg.
 
     `runs` name the runs in summary.md and say which methods are untrained references;
     without it, `run_dir` itself is the run (its run.json when it has one).
@@ -151,6 +155,10 @@ def write_report(run_dir: Path, records: pd.DataFrame | None = None, stats: Stat
     (run_dir / "summary.md").write_text(text, encoding="utf-8")
     references = {name for run in runs for name, trains in run.trains().items() if not trains}
     plot_accuracy_vs_n(summary, run_dir / "accuracy_vs_n", stats.confidence, references)
+    (run_dir / "summary.tex").write_text(summary_latex(summary, paired, stats.confidence), encoding="utf-8")
+    heatmap_n = heatmap_n_way(paired)
+    if heatmap_n is not None:  # one method alone has no pairs: no heatmap
+        plot_paired_heatmap(paired, heatmap_n, run_dir / "paired_heatmap")
     return Report(summary, paired, runs)
 
 

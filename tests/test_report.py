@@ -107,6 +107,9 @@ def test_seeds_repeat_trained_methods_only_and_the_report_shows_their_spread(tmp
                   "across alphabets (cross)", "within one alphabet (within)"):
         assert label in svg, label
     assert (out / "accuracy_vs_n.png").stat().st_size > 10_000
+    tex = (out / "summary.tex").read_text()
+    assert tex.count("\\begin{table}") == 3 and "noisy\\_neighbor" in tex  # cross, within, cross_background
+    assert "Paired differences at N = 2" in (out / "paired_heatmap.svg").read_text()  # the N all task sets have
 
 
 def test_the_report_is_the_same_every_time(tmp_path):
