@@ -208,14 +208,15 @@ class EmbeddingCache:
 
 
 def score_by_embedding(batch: EpisodeBatch, embed: Callable, score: Callable, cache: EmbeddingCache | None = None,
-                       embed_batch_size: int = EMBED_BATCH_SIZE,
-                       score_chunk_bytes: int = SCORE_CHUNK_BYTES) -> np.ndarray:
+                       embed_batch_size: int = EMBED_BATCH_SIZE, score_chunk_bytes: int = SCORE_CHUNK_BYTES,
+                       score_needs_grad: bool = False) -> np.ndarray:
     """Scores (E, Q, N) of a batch from `embed(images) -> (n, d)` and
     `score(query (e, Q, d), support (e, N, k, d)) -> (e, Q, N)`.
 
     Every image the batch uses is embedded once (into `cache`, which later batches over the
     same images reuse; a fresh one when None), then episodes are gathered by index and scored
-    in chunks of episodes that bound memory.
+    in chunks of episodes that bound memory. Embedding runs under `torch.no_grad()`, and so
+    does scoring unless `score_needs_grad` (then the features still carry no gradient).
     """
     features = (cache or EmbeddingCache()).features_for(batch, embed, embed_batch_size)
     # Copies: torch does not take read-only arrays, and the ids are small.
@@ -226,10 +227,10 @@ def score_by_embedding(batch: EpisodeBatch, embed: Callable, score: Callable, ca
     # One output array filled in place: chunk results kept alive between the temporaries of
     # later chunks would fragment the heap and keep its memory from being reused.
     scores = np.zeros(batch.score_shape, np.float32)
-    with torch.no_grad():
+    with torch.set_grad_enabled(score_needs_grad):
         for start in range(0, batch.n_episodes, chunk):
             part = slice(start, start + chunk)
-            scores[part] = score(features[query[part]], features[support[part]]).float().cpu().numpy()
+            scores[part] = score(features[query[part]], features[support[part]]).detach().float().cpu().numpy()
     return scores
 
 
@@ -240,10 +241,16 @@ class EmbeddingMethod(Method):
     (`score_by_embedding`). `fit` ends with `self.reset_embeddings()`: it starts an empty
     cache of features, so features made with earlier weights are never reused, and
     `predict` refuses to run until it was called.
+
+    `embed` and `score` run under `torch.no_grad()` (no autograd graph: less memory, faster).
+    A method that trains something for each episode inside `score` (fine-tuning a head on the
+    supports, say) sets `score_needs_grad = True`: `score` then runs with gradients enabled,
+    and gets features that carry none (its own parameters need `requires_grad_()`).
     """
 
     score_chunk_bytes: ClassVar[int] = SCORE_CHUNK_BYTES
     embed_batch_size: ClassVar[int] = EMBED_BATCH_SIZE
+    score_needs_grad: ClassVar[bool] = False
 
     @abc.abstractmethod
     def embed(self, images: np.ndarray) -> torch.Tensor:
@@ -260,4 +267,4 @@ class EmbeddingMethod(Method):
     def predict(self, batch: EpisodeBatch) -> np.ndarray:
         self.check_is_fitted("embeddings_")
         return score_by_embedding(batch, self.embed, self.score, self.embeddings_, self.embed_batch_size,
-                                  self.score_chunk_bytes)
+                                  self.score_chunk_bytes, self.score_needs_grad)

@@ -113,7 +113,8 @@ class Validator:
         used: the weights change between validations)."""
         scores = score_by_embedding(self.batch, scorer.embed, scorer.score, None,
                                     getattr(scorer, "embed_batch_size", EMBED_BATCH_SIZE),
-                                    getattr(scorer, "score_chunk_bytes", SCORE_CHUNK_BYTES))
+                                    getattr(scorer, "score_chunk_bytes", SCORE_CHUNK_BYTES),
+                                    getattr(scorer, "score_needs_grad", False))
         return float(np.mean(scores.argmax(-1) == self.labels))
 
 

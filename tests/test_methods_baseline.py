@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+import torch
 
-from benchmark.api import EpisodeBatch, FitContext
+from benchmark.api import Capabilities, EmbeddingMethod, EpisodeBatch, FitContext
 from benchmark.errors import MethodError
 from benchmark.registry import get_method
 from tasks import episodes as ep
@@ -107,3 +108,38 @@ def test_batch_is_read_only_so_methods_cannot_mutate_inputs():
         batch.support[0, 0, 0] = 1
     with pytest.raises(ValueError):
         batch.images[0, 0, 0] = 1
+
+
+class PerEpisodeHead(EmbeddingMethod):
+    """Fits a prototype per episode by gradient descent inside score: it needs gradients there."""
+
+    capabilities = Capabilities()
+
+    def __init__(self):
+        pass
+
+    def fit(self, training_split, context):
+        self.reset_embeddings()
+        return self
+
+    def embed(self, images):
+        return torch.from_numpy(images.reshape(len(images), -1).astype("float32")) / 100
+
+    def score(self, query, support):
+        centres = support.mean(2).clone().requires_grad_()
+        optimiser = torch.optim.SGD([centres], lr=0.1)
+        for _ in range(3):  # pull each centre towards its own supports
+            loss = (centres[:, :, None] - support).square().sum()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        return -torch.cdist(query, centres.detach())
+
+
+def test_score_runs_without_gradients_unless_the_method_asks_for_them():
+    e = episodes()
+    with pytest.raises(RuntimeError, match="grad"):
+        PerEpisodeHead().fit(DATA.background, FitContext(progress=False)).predict(batch_for(e))
+    tuned = type("Tuned", (PerEpisodeHead,), {"score_needs_grad": True})
+    scores = tuned().fit(DATA.background, FitContext(progress=False)).predict(batch_for(e))
+    assert accuracy(scores, e) > 0.9
