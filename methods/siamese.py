@@ -29,7 +29,7 @@ AGGREGATIONS = ("mean", "max", "mean_logit")
 CPU_EMBED_CHUNK = 64  # images per forward pass when embedding on a CPU
 # Bound on the |q - s| tensor of one scoring step. 4 MiB chunks reuse memory the allocator
 # keeps; 64 MiB ones were returned to the system and faulted in again each step (60-way
-# scoring 4x slower; benchmarks/README.md, "Scaling").
+# scoring 4x slower; perf/README.md, "Scaling").
 SCORE_CHUNK_BYTES = 4 * 2**20
 TRAINING_VERSION = 1  # bump when a change to the training code changes the weights it makes
 
