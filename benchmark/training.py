@@ -219,8 +219,9 @@ def train(label: str, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
         elif progress and step % PROGRESS_EVERY == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
-    seconds = time.perf_counter() - started - validating
+    # Reading the loss waits for the device, so on a GPU the time below includes every step.
     final_loss = loss_sum.item() / loss_count if loss_count else (history[-1]["loss"] if history else math.nan)
+    seconds = time.perf_counter() - started - validating
     if keeper.best_state is not None:
         module.load_state_dict(keeper.best_state)
     module.eval()
