@@ -176,7 +176,10 @@ class Method(abc.ABC):
 
 # Small chunks stay in cache and reuse memory: 3x faster than 256 MiB ones for 1-NN.
 SCORE_CHUNK_BYTES = 8 * 2**20
-EMBED_BATCH_SIZE = 2048
+# Images embedded per call, by the device the features come back on. A conv net on a CPU is
+# fastest in small batches that stay in cache (perf/embed_batch.py: 0.13-0.15 ms an image at
+# 64-128, 0.45 at 2048); a GPU wants large ones.
+EMBED_BATCH_SIZES = {"cpu": 64, "cuda": 2048}
 
 
 class EmbeddingCache:
@@ -187,8 +190,10 @@ class EmbeddingCache:
         self.table: torch.Tensor | None = None
         self.done: np.ndarray | None = None
 
-    def features_for(self, batch: EpisodeBatch, embed, batch_size: int) -> torch.Tensor:
-        """The table, with a row for every image the batch uses; only new images are embedded.
+    def features_for(self, batch: EpisodeBatch, embed, batch_sizes: dict[str, int]) -> torch.Tensor:
+        """The table, with a row for every image the batch uses; only new images are embedded,
+        `batch_sizes[device type]` at a time (the first call, before the device is known, takes
+        the smallest).
 
         Rows of images no batch has used stay zero.
         """
@@ -196,8 +201,10 @@ class EmbeddingCache:
             self.key, self.table, self.done = batch.images_key, None, np.zeros(len(batch.images), dtype=bool)
         wanted = np.unique(np.concatenate([batch.support.reshape(-1), batch.query.reshape(-1)]))
         missing = wanted[~self.done[wanted]]
-        for start in range(0, len(missing), batch_size):
-            ids = missing[start:start + batch_size]
+        start = 0
+        while start < len(missing):
+            size = batch_sizes.get(self.table.device.type, 64) if self.table is not None else min(batch_sizes.values())
+            ids, start = missing[start:start + size], start + size
             with torch.no_grad():
                 features = embed(batch.images[ids]).detach()
             if self.table is None:
@@ -208,8 +215,8 @@ class EmbeddingCache:
 
 
 def score_by_embedding(batch: EpisodeBatch, embed: Callable, score: Callable, cache: EmbeddingCache | None = None,
-                       embed_batch_size: int = EMBED_BATCH_SIZE, score_chunk_bytes: int = SCORE_CHUNK_BYTES,
-                       score_needs_grad: bool = False) -> np.ndarray:
+                       embed_batch_sizes: dict[str, int] = EMBED_BATCH_SIZES,
+                       score_chunk_bytes: int = SCORE_CHUNK_BYTES, score_needs_grad: bool = False) -> np.ndarray:
     """Scores (E, Q, N) of a batch from `embed(images) -> (n, d)` and
     `score(query (e, Q, d), support (e, N, k, d)) -> (e, Q, N)`.
 
@@ -218,7 +225,7 @@ def score_by_embedding(batch: EpisodeBatch, embed: Callable, score: Callable, ca
     in chunks of episodes that bound memory. Embedding runs under `torch.no_grad()`, and so
     does scoring unless `score_needs_grad` (then the features still carry no gradient).
     """
-    features = (cache or EmbeddingCache()).features_for(batch, embed, embed_batch_size)
+    features = (cache or EmbeddingCache()).features_for(batch, embed, embed_batch_sizes)
     # Copies: torch does not take read-only arrays, and the ids are small.
     support = torch.tensor(batch.support, device=features.device)
     query = torch.tensor(batch.query, device=features.device)
@@ -249,7 +256,7 @@ class EmbeddingMethod(Method):
     """
 
     score_chunk_bytes: ClassVar[int] = SCORE_CHUNK_BYTES
-    embed_batch_size: ClassVar[int] = EMBED_BATCH_SIZE
+    embed_batch_sizes: ClassVar[dict[str, int]] = EMBED_BATCH_SIZES
     score_needs_grad: ClassVar[bool] = False
 
     @abc.abstractmethod
@@ -266,5 +273,5 @@ class EmbeddingMethod(Method):
 
     def predict(self, batch: EpisodeBatch) -> np.ndarray:
         self.check_is_fitted("embeddings_")
-        return score_by_embedding(batch, self.embed, self.score, self.embeddings_, self.embed_batch_size,
+        return score_by_embedding(batch, self.embed, self.score, self.embeddings_, self.embed_batch_sizes,
                                   self.score_chunk_bytes, self.score_needs_grad)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from benchmark.api import EMBED_BATCH_SIZE, SCORE_CHUNK_BYTES, EpisodeBatch, FitContext, score_by_embedding
+from benchmark.api import EMBED_BATCH_SIZES, SCORE_CHUNK_BYTES, EpisodeBatch, FitContext, score_by_embedding
 from benchmark.checkpoints import checkpoint_key, load_state_into
 from benchmark.errors import BenchmarkError, MethodError
 from tasks import episodes as episode_sets
@@ -112,7 +112,7 @@ class Validator:
         `score(query, support)` as an EmbeddingMethod has them (its own feature cache is not
         used: the weights change between validations)."""
         scores = score_by_embedding(self.batch, scorer.embed, scorer.score, None,
-                                    getattr(scorer, "embed_batch_size", EMBED_BATCH_SIZE),
+                                    getattr(scorer, "embed_batch_sizes", EMBED_BATCH_SIZES),
                                     getattr(scorer, "score_chunk_bytes", SCORE_CHUNK_BYTES),
                                     getattr(scorer, "score_needs_grad", False))
         return float(np.mean(scores.argmax(-1) == self.labels))

@@ -26,7 +26,6 @@ from methods import _siamese_training as training
 from methods._siamese_nets import ARCHITECTURES, SiameseNet
 
 AGGREGATIONS = ("mean", "max", "mean_logit")
-CPU_EMBED_CHUNK = 64  # images per forward pass when embedding on a CPU
 # Bound on the |q - s| tensor of one scoring step. 4 MiB chunks reuse memory the allocator
 # keeps; 64 MiB ones were returned to the system and faulted in again each step (60-way
 # scoring 4x slower; perf/README.md, "Scaling").
@@ -194,10 +193,8 @@ class Siamese(EmbeddingMethod):
         if device.type == "cuda":
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
                 return net(x).float()
-        # Small chunks keep a CPU's activations in cache: about twice as fast as 2048 images
-        # at once for the compact net on one core.
-        with torch.no_grad():
-            return torch.cat([net(part) for part in x.split(CPU_EMBED_CHUNK)]) if len(x) else net(x)
+        with torch.no_grad():  # a CPU gets 64 images a call (EmbeddingMethod.embed_batch_sizes)
+            return net(x)
 
     def score(self, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
         """query (e, Q, d), support (e, N, k, d) -> (e, Q, N): aggregated pair scores.

@@ -45,8 +45,6 @@ class SoftmaxTransfer(EmbeddingMethod):
     # Fine-tuning holds a few copies of each chunk; 32 MiB chunks keep whole 1000-episode
     # sets in one program when only the head is tuned.
     score_chunk_bytes: ClassVar[int] = 32 * 2**20
-    # Conv activations of 512 images at 28x28 take about 200 MB; 2048 (the default) took 2 GB.
-    embed_batch_size: ClassVar[int] = 512
 
     def __init__(self, image_size: int = 28, channels: int = 64, steps: int = 2000, batch_size: int = 128,
                  learning_rate: float = 0.003, weight_decay: float = 0.0, label_smoothing: float = 0.1,

@@ -62,7 +62,7 @@ def timed_predict(batch: benchmark.EpisodeBatch, method, score, cache) -> tuple[
     load = load_average()
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
-    benchmark.score_by_embedding(batch, method.embed, score, cache, embed_batch_size=method.embed_batch_size,
+    benchmark.score_by_embedding(batch, method.embed, score, cache, embed_batch_sizes=method.embed_batch_sizes,
                                  score_chunk_bytes=method.score_chunk_bytes)
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)

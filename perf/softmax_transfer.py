@@ -79,7 +79,7 @@ def score_sets(method, split, sets: dict) -> dict:
         batch = benchmark.EpisodeBatch(split.flat_images, episodes.support, episodes.query, split.sha256)
         method.reset_embeddings()  # cold: embed every image the set uses, into the method's cache
         _, embed_wall, _ = timed(lambda: method.embeddings_.features_for(batch, method.embed,
-                                                                         method.embed_batch_size))
+                                                                         method.embed_batch_sizes))
         scores, wall, cpu = timed(lambda: method.predict(batch))
         correct = float(np.mean(scores.argmax(-1) == episodes.query_label))
         results[name] = {"accuracy": round(correct * 100, 2), "episodes": batch.n_episodes,

@@ -33,6 +33,7 @@ SCRIPTS = {
         "ratio_loop_over_harness", "cpu_ratio_loop_over_harness", "queries_compared", "argmax_mismatches",
         "max_score_difference", "loop_rows"}),
     "scaling": (["--threads", "1"], MACHINE | {"rows", "cost_model", "threads"}),
+    "embed_batch": (["--threads", "1"], MACHINE | {"rows", "images", "threads", "harness_rule"}),
     "train_throughput": (["--threads", "1"], MACHINE | {"training", "inference_eval_mode", "threads"}),
     "protonet": (["--threads", "1", "--quiet"], MACHINE | {
         "fit_seconds", "fit_cpu_seconds", "wall_per_step", "cpu_per_step", "load_before", "load_after_fit",
@@ -51,6 +52,7 @@ ROW_KEYS = {
     "eval_engine": ("loop_rows", {"set", "episodes", "sampled", "loop_seconds_per_episode", "load"}),
     "scaling": ("rows", {"method", "episodes", "n_way", "pairs", "images_embedded", "cold_seconds",
                          "warm_seconds", "warm_page_faults", "cold_load"}),
+    "embed_batch": ("rows", {"method", "batch_size", "ms_per_image", "load"}),
     "train_throughput": ("training", {"mode", "batch_images", "seconds_per_step", "cpu_seconds_per_step",
                                       "images_per_second", "pairs_per_second", "load", "warmup_seconds"}),
 }
