@@ -8,7 +8,7 @@ import pytest
 from benchmark import registry
 from benchmark.data import load_omniglot
 
-pytest_plugins = ["pytester"]  # tests/test_checks.py runs the contract helper in a pytest of its own
+pytest_plugins = ["pytester", "tests.hostile_counts"]  # tests/test_checks.py runs the contract helper in a pytest of its own
 
 
 @pytest.fixture(autouse=True)
