@@ -131,6 +131,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         where = getattr(error, "problem_mark", None)
         at = f" at line {where.line + 1}" if where else ""
         raise ConfigError(f"config file {path} is not valid YAML{at}: fix the syntax") from None
+    except (ValueError, TypeError, OverflowError) as error:  # a tagged value that cannot be built: !!int abc
+        raise ConfigError(f"config file {path} holds a value YAML cannot build ({_printable(str(error))}): "
+                          f"fix it") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -148,8 +151,8 @@ def apply_override(raw: dict, override: str) -> None:
         raise ConfigError(f"--set {override!r} is malformed: write --set key.subkey=value")
     try:
         value = yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError):
-        value = text
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError):
+        value = text  # not YAML, or a value YAML cannot build (a date in month 13): the text itself
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
@@ -178,9 +181,12 @@ def config_from_dict(raw: dict, source: str = "config") -> RunConfig:
             raise ConfigError(f"task_sets.{name}: {error}") from None
     built_methods = {}
     for name, params in methods.items():
-        params = _mapping(params, f"methods.{name}") if params is not None else {}
-        _check_plain(params, f"methods.{name}")
-        built_methods[str(name)] = params
+        where = f"methods.{_printable(name)}"
+        if not isinstance(name, str):  # YAML reads `1:` as a number: it would collide with '1'
+            raise ConfigError(f"{where}: a method name must be a string, got {type(name).__name__}")
+        params = _mapping(params, where) if params is not None else {}
+        _check_plain(params, where)
+        built_methods[name] = params
     return RunConfig(**top, task_sets=built_sets, methods=built_methods,
                      stats=StatsConfig(**_build(StatsConfig, stats, "stats.")))
 
@@ -202,6 +208,13 @@ def _check_plain(value, where: str, depth: int = 0) -> None:
                           f"got {type(value).__name__} {value!r}")
 
 
+def _printable(value) -> str:
+    """`value` as it is, or its repr when it holds a line break: a key read from a hostile file
+    must not break the one-line error it appears in."""
+    text = str(value)
+    return repr(text) if "\n" in text or "\r" in text else text
+
+
 def _mapping(value, where: str) -> dict:
     if value is None:
         return {}
@@ -217,7 +230,7 @@ def _build(cls, raw: dict, prefix: str, skip: set = frozenset()):
     kwargs = {}
     for key, value in raw.items():
         if key not in known:
-            raise ConfigError(f"unknown config key {prefix}{key}{did_you_mean(str(key), known)}")
+            raise ConfigError(f"unknown config key {_printable(f'{prefix}{key}')}{did_you_mean(str(key), known)}")
         kwargs[key] = coerce(value, hints[key], f"{prefix}{key}")
     # Every field has a default except a task set's protocol.
     if cls is TaskSetConfig and "protocol" not in kwargs:
@@ -251,7 +264,11 @@ def coerce(value, annotation, where: str):
             return value
     elif annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer beyond any float
+                raise ConfigError(f"{where} must be a number a float can hold, got an integer of "
+                                  f"{len(str(abs(value)))} digits") from None
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
             try:
                 return float(value)

