@@ -184,7 +184,8 @@ def test_entry_points_on_the_command_line(omniglot_dir, tmp_path):
     listed = cli("--list-methods", env_path=[site])
     assert listed.returncode == 0, listed.stderr
     rows = dict(line.split(None, 1) for line in listed.stdout.splitlines())
-    assert rows["ep_broken"] == "(from package tiny-oneshot-plugins 1.2.3, loaded when used)"
+    assert rows["method"].split() == ["from", "what", "it", "does"]  # the header
+    assert rows["ep_broken"] == "package tiny-oneshot-plugins 1.2.3  (loaded when used)"
 
     common = ["--config", str(tmp_path / "tiny.yaml"), "--data-dir", str(omniglot_dir), "--quiet"]
     good = cli("--methods", "ep_good,nearest_neighbor", "--out", str(tmp_path / "good"), *common,
