@@ -115,10 +115,11 @@ class Registry:
             raise ConfigError(f"plugin file {spec} not found: check the path given to --plugin")
         source = (f"file {spec} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}" if is_file
                   else _source_of_module(spec))
+        helpers: list[str] = []
         try:
             with self._loading(source) as names:
                 if is_file:
-                    _import_file(path)
+                    helpers = _import_file(path)
                 else:
                     importlib.import_module(spec)
             added = sorted(set(names))
@@ -135,6 +136,9 @@ class Registry:
         if not added:
             raise ConfigError(f"plugin {spec!r} registered no method: decorate a Method subclass "
                               f"with @register_method(\"name\")")
+        if helpers:  # what the file imported from its own folder shapes the method too
+            for name in added:
+                self._sources[name] = f"{source} with {', '.join(helpers)}"
         return added
 
     def _entry_points(self) -> dict:
@@ -247,16 +251,29 @@ def _example_defining(name: str) -> str | None:
     return None
 
 
-def _import_file(path: Path) -> None:
+def _import_file(path: Path) -> list[str]:
+    """Import a plugin file as Python runs a script: its folder first on sys.path, so it can
+    import helpers beside it. Returns 'NAME.py sha256:DIGEST' of each helper it imported from
+    its folder (for run.json's record of where a method came from)."""
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     module_name = f"oneshot_plugin_{path.stem}"
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader_spec)
+    before = set(sys.modules)
     sys.modules[module_name] = module
     try:
         loader_spec.loader.exec_module(module)
     except BaseException:
         del sys.modules[module_name]
         raise
+    helpers = []
+    for name in sorted(set(sys.modules) - before - {module_name}):
+        file = getattr(sys.modules[name], "__file__", None)
+        if file and Path(file).resolve().parent == Path(folder):
+            helpers.append(f"{Path(file).name} sha256:{hashlib.sha256(Path(file).read_bytes()).hexdigest()[:16]}")
+    return helpers
 
 
 def _identity(cls) -> tuple[str, str]:

@@ -261,3 +261,21 @@ def test_misbehaving_plugins_fail_alone_with_one_line_each_and_exit_code_1(omnig
     assert set(summary.method) == {"nearest_neighbor"} and set(summary.n_way) == {2, 5}
     manifest = json.loads((out / "run.json").read_text())
     assert set(manifest["failures"]) == set(faulty)
+
+
+def test_a_plugin_file_imports_helpers_beside_it_and_their_hashes_are_its_provenance(tmp_path, monkeypatch,
+                                                                                       request):
+    monkeypatch.setattr(sys, "path", list(sys.path))  # loading puts the plugin's folder first
+    request.addfinalizer(lambda: [sys.modules.pop(name, None) for name in ("shared_scoring", "oneshot_plugin_helped")])
+    folder = tmp_path / "my_plugins"
+    folder.mkdir()
+    (folder / "shared_scoring.py").write_text("SIZE = 7\n")
+    (folder / "helped.py").write_text(
+        f"{IMPORTS}from shared_scoring import SIZE\n\n"
+        f'@register_method("helped")\nclass Helped(EmbeddingMethod):\n    """helped."""\n{METHOD_BODY}')
+    assert registry.load_plugin(str(folder / "helped.py")) == ["helped"]
+    source = registry.source_of("helped")
+    digest = hashlib.sha256((folder / "shared_scoring.py").read_bytes()).hexdigest()[:16]
+    assert source.startswith(f"file {folder / 'helped.py'} sha256:")
+    assert source.endswith(f" with shared_scoring.py sha256:{digest}")
+    assert sys.path[0] == str(folder.resolve())
