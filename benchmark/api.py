@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -87,6 +88,22 @@ def checked_scores(scores, batch: EpisodeBatch) -> np.ndarray:
     return scores
 
 
+class SharedComponents:
+    """Parts several methods of a run share, such as one trained backbone under several heads:
+    each is built once per (key, training seed) and its time is kept apart from the fits."""
+
+    def __init__(self):
+        self._built: dict[tuple[str, int], Any] = {}
+        self.seconds: dict[str, float] = {}  # "key (seed S)" -> seconds its build took
+
+    def get(self, key: str, seed: int, build: Callable[[], Any]) -> Any:
+        if (key, seed) not in self._built:
+            started = time.perf_counter()
+            self._built[(key, seed)] = build()
+            self.seconds[f"{key} (seed {seed})"] = time.perf_counter() - started
+        return self._built[(key, seed)]
+
+
 @dataclass
 class FitContext:
     """What `fit` may use besides the training split."""
@@ -100,9 +117,20 @@ class FitContext:
     # Called by the training loop after each validation, as on_validation(step, accuracy):
     # to watch training (perf/), never to change it.
     on_validation: Callable[[int, float], None] | None = field(default=None, repr=False)
+    # Set by the runner: what the run's methods share (see `shared`).
+    components: SharedComponents | None = field(default=None, repr=False)
 
     def generator(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)
+
+    def shared(self, key: str, build: Callable[[], Any]) -> Any:
+        """A part that other methods of the run may share, built by `build()` the first time a
+        method asks for `key` with this training seed and handed to the others as it is (so
+        it must not be changed in place). run.json reports its time apart from the fits.
+        Name the key after everything that shapes the part (e.g. "pixel_pca-64")."""
+        if self.components is None:  # outside a run (contract checks, perf/): nothing to share with
+            return build()
+        return self.components.get(key, self.seed, build)
 
 
 def hyperparameters(cls: type) -> dict[str, inspect.Parameter]:

@@ -263,6 +263,11 @@ class RunWriter:
         manifest.records_bytes = start + len(text)
         self.save()
 
+    def record_components(self, built: dict[str, float], method: str) -> None:
+        """Shared parts that `method`'s fit built: their seconds, kept apart from its fit time."""
+        for key, seconds in built.items():
+            self.manifest.components[key] = {"seconds": round(seconds, 3), "built_during": method}
+
     def record_outcome(self, name: str, label: str, seed: int, timing: dict | None, failure: str | None) -> None:
         """A method's times for one seed, or why it failed; a failure of an earlier attempt is cleared."""
         if timing is not None:

@@ -98,6 +98,8 @@ class RunManifest:
     failures: dict[str, str] = field(default_factory=dict)  # method label -> why it failed
     chunks: list[Chunk] = field(default_factory=list)
     records_bytes: int = 0  # the bytes of records.csv that the chunks cover
+    # Parts methods share (FitContext.shared): "key (seed S)" -> seconds, and which fit built it.
+    components: dict[str, dict] = field(default_factory=dict)
     format: str = RUN_FORMAT
 
     def run_config(self) -> RunConfig:
@@ -150,7 +152,7 @@ class RunManifest:
                 environment=Environment(**raw.get("environment", {})), started=str(raw.get("started")),
                 methods={name: MethodEntry(**entry) for name, entry in raw.get("methods", {}).items()},
                 failures=dict(raw.get("failures", {})), chunks=chunks,
-                records_bytes=_field(raw, "records_bytes", int))
+                records_bytes=_field(raw, "records_bytes", int), components=dict(raw.get("components", {})))
         except (TypeError, ValueError, KeyError, AttributeError) as error:
             raise RunFolderError(f"{where} is malformed ({type(error).__name__}: {error}): it was not "
                                  f"written by this project; choose a new --out folder") from None

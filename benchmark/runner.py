@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from benchmark import registry
-from benchmark.api import FitContext, checked_scores
+from benchmark.api import FitContext, SharedComponents, checked_scores
 from benchmark.checkpoints import CheckpointStore
 from benchmark.config import RunConfig
 from benchmark.environment import Environment, peak_rss_mb
@@ -68,7 +68,7 @@ def run_benchmark(config: RunConfig, method_names: list[str], data, task_sets: l
         seeds=list(seeds), task_sets=task_set_hashes(task_sets),
         data=DataEntry(str(data.root), data.background.sha256, data.evaluation.sha256),
         environment=Environment.capture(options.device), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    failures = {}
+    failures, components = {}, SharedComponents()
     with RunFolder(out_dir).writer(fresh, options.log) as writer:
         for name in method_names:
             for seed in _seeds_of(methods[name], seeds):
@@ -78,7 +78,7 @@ def run_benchmark(config: RunConfig, method_names: list[str], data, task_sets: l
                     continue
                 # A fresh instance per seed: nothing fitted for one seed leaks into another.
                 method = methods[name] if len(seeds) == 1 else registry.create_method(name, config.methods.get(name, {}))
-                failure = _run_method(method, name, label, seed, data, todo, writer, options)
+                failure = _run_method(method, name, label, seed, data, todo, writer, options, components)
                 if failure is not None:
                     failures[label] = failure
     return RunOutcome(Path(out_dir), failures)
@@ -113,7 +113,7 @@ def _device_of(method, run_device: str) -> str:
 
 
 def _run_method(method, name: str, label: str, seed: int, data, task_sets, writer: RunWriter,
-                options: RunOptions) -> str | None:
+                options: RunOptions, components: SharedComponents) -> str | None:
     """Fit and predict one (method, seed) into the run folder; the reason when it fails.
 
     A method's failure is reported and the others go on; Ctrl-C stops the run.
@@ -123,7 +123,7 @@ def _run_method(method, name: str, label: str, seed: int, data, task_sets, write
         writer.record_method(name, registry.source_of(name), _jsonable(method.get_params()),
                              {f.name: getattr(method.capabilities, f.name) for f in fields(method.capabilities)},
                              device)
-        timing = _fit_and_predict(method, label, seed, data, task_sets, writer, options, device)
+        timing = _fit_and_predict(method, label, seed, data, task_sets, writer, options, device, components)
     except KeyboardInterrupt:
         raise
     except BenchmarkError as error:
@@ -138,10 +138,11 @@ def _run_method(method, name: str, label: str, seed: int, data, task_sets, write
     return failure
 
 
-def _fit_and_predict(method, label, seed, data, task_sets, writer: RunWriter, options, device) -> dict:
+def _fit_and_predict(method, label, seed, data, task_sets, writer: RunWriter, options, device, components) -> dict:
     context = FitContext(device=device, seed=seed, progress=options.progress,
                          checkpoints=CheckpointStore(options.checkpoint_dir, log=options.log),
-                         retrain=options.retrain, log=options.log)
+                         retrain=options.retrain, log=options.log, components=components)
+    built_before = set(components.seconds)
     # Layer initialisation in plugins often uses torch's global generator: seeding it here
     # makes such methods reproducible and independent of the order methods run in.
     torch.manual_seed(seed)
@@ -154,7 +155,9 @@ def _fit_and_predict(method, label, seed, data, task_sets, writer: RunWriter, op
         raise MethodError(f"fit raised {type(error).__name__}: {error}") from error
     if fitted is not method:
         raise MethodError("fit must return self")
-    fit_seconds = time.perf_counter() - started
+    built = {key: seconds for key, seconds in components.seconds.items() if key not in built_before}
+    writer.record_components(built, label)
+    fit_seconds = time.perf_counter() - started - sum(built.values())  # shared parts are timed apart
     started = time.perf_counter()
     bar = tqdm(task_sets, desc=f"{label}: predicting", unit="set", disable=not options.progress,
                leave=False, file=sys.stderr)

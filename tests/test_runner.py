@@ -1,13 +1,14 @@
 """The runner on synthetic data: records, manifest, failures isolated, resume."""
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from benchmark import registry
-from benchmark.api import Method
+from benchmark.api import Capabilities, Method
 from benchmark.config import config_from_dict
 from benchmark.report import write_report
 from benchmark.run_folder import RECORD_COLUMNS
@@ -187,3 +188,41 @@ def test_a_method_that_no_task_set_applies_to_is_said_so_not_called_done(tmp_pat
     assert outcome.exit_code == 0
     assert any("random: no task set of this config applies to it" in m for m in messages), messages
     assert not any("already done" in m for m in messages), messages
+
+
+class SharesABackbone(Method):
+    """A stand-in for methods that share one trained part: 0.3 s to build, built once."""
+
+    capabilities = Capabilities(needs_training=True)
+    builds = []
+
+    def __init__(self):
+        pass
+
+    def fit(self, training_split, context):
+        def build():
+            SharesABackbone.builds.append(context.seed)
+            time.sleep(0.3)
+            return np.ones(3)
+
+        self.backbone_ = context.shared("slow_backbone", build)
+        return self
+
+    def predict(self, batch):
+        self.check_is_fitted("backbone_")
+        return np.random.default_rng(batch.fingerprint()).random(batch.score_shape)
+
+
+def test_methods_share_a_part_built_once_and_timed_apart(tmp_path):
+    SharesABackbone.builds.clear()
+    for name in ("head_a", "head_b"):
+        registry.register_method(name)(type(name, (SharesABackbone,), {}))
+    outcome = run(tmp_path, methods=("head_a", "head_b"), seeds=(0, 1))
+    assert outcome.exit_code == 0
+    assert SharesABackbone.builds == [0, 1]  # once per training seed, by the first method to ask
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert set(manifest["components"]) == {"slow_backbone (seed 0)", "slow_backbone (seed 1)"}
+    assert manifest["components"]["slow_backbone (seed 1)"]["built_during"] == "head_a (seed 1)"
+    assert all(part["seconds"] >= 0.3 for part in manifest["components"].values())
+    fits = [t["fit_seconds"] for m in ("head_a", "head_b") for t in manifest["methods"][m]["timing"].values()]
+    assert len(fits) == 4 and max(fits) < 0.2  # the shared part's time is not in any method's fit
