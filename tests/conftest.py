@@ -1,14 +1,14 @@
-"""Shared fixtures: the real Omniglot data, found through $OMNIGLOT_DIR (tests skip without it)."""
-
-import os
-from pathlib import Path
+"""Shared fixtures: the real Omniglot data ($OMNIGLOT_DIR, else data/omniglot; tests that need
+it skip without it, and the run ends with a line saying how many ran), and a registry that
+forgets what each test registers."""
 
 import pytest
 
 from benchmark import registry
 from benchmark.data import load_omniglot
 
-pytest_plugins = ["pytester", "tests.hostile_counts"]  # tests/test_checks.py runs the contract helper in a pytest of its own
+# pytester: tests/test_checks.py runs the contract helper in a pytest of its own.
+pytest_plugins = ["pytester", "tests.hostile_counts", "tests.data_tests"]
 
 
 @pytest.fixture(autouse=True)
@@ -16,18 +16,6 @@ def isolated_registry():
     """Methods a test registers are unregistered after it."""
     with registry.METHODS.isolated():
         yield registry.METHODS
-
-
-@pytest.fixture(scope="session")
-def omniglot_dir() -> Path:
-    value = os.environ.get("OMNIGLOT_DIR")
-    if not value:
-        pytest.skip("real Omniglot data not configured: "
-                    "set OMNIGLOT_DIR (e.g. OMNIGLOT_DIR=../shared/omniglot)")
-    path = Path(value)
-    if not path.is_dir():
-        pytest.skip(f"real Omniglot data not available: OMNIGLOT_DIR={value} is not a directory")
-    return path
 
 
 @pytest.fixture(scope="session")
