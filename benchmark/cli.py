@@ -53,7 +53,7 @@ OPTIONS = {
                "load methods from a plugin file or module (repeatable)"),
     "list-methods": (["--list-methods"], {"action": "store_true"}, "list the methods and exit"),
     "quiet": (["--quiet"], {"action": "store_true"}, "no progress bars"),
-    "run_dirs": (["run_dirs"], {"nargs": "+", "type": Path, "metavar": "RUN_DIR"}, "run folders holding records.csv"),
+    "run_dirs": (["run_dirs"], {"nargs": "+", "type": Path, "metavar": "RUN_DIR"}, "run folders (with run.json and records/)"),
     "baselines": (["--baselines"], {"default": None, "metavar": "FILE"},
                   "golden file (default: results/baselines/CONFIG_NAME.json)"),
     "check": (["--check"], {"action": "store_true"}, "compare with the golden file, write nothing (exit 1 if a "

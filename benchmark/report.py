@@ -29,8 +29,8 @@ from benchmark.summary_markdown import summary_markdown
 
 @dataclass
 class RunSource:
-    """One run folder of a report: its manifest (None for a records.csv alone) and, when it is
-    merged with others, the label its methods are shown with."""
+    """One run folder of a report: its manifest and, when it is merged with others, the label
+    its methods are shown with."""
 
     path: Path
     manifest: RunManifest | None
@@ -79,7 +79,7 @@ def merge_runs(run_dirs: list[Path], log=None) -> tuple[pd.DataFrame, list[RunSo
     for frame, run, label in zip(frames, runs, _run_labels(runs)):
         run.label = label
         run.shown = {m: f"{m} ({label})" for m in dict.fromkeys(frame["method"]) if runs_of[m] > 1}
-        frame["method"] = frame["method"].replace(run.shown)
+        frame["method"] = frame["method"].cat.rename_categories(lambda name: run.shown.get(name, name))
     return pd.concat(frames, ignore_index=True), runs
 
 

@@ -2,7 +2,7 @@
 
 The manifest says what a run is (its resolved config, the episodes of every task set by
 hash, the data by hash, the machine) and what it has finished: one `Chunk` per (method,
-seed, task set, N, k) whose records are in records.csv, with their byte range and sha256.
+seed, task set, N, k) whose records are in a file of their own, with its sha256.
 This module alone maps it to and from JSON; everything else reads typed fields.
 `RUN_FORMAT` is the version: a file of another format is refused, not guessed at.
 """
@@ -17,12 +17,12 @@ from benchmark.config import RunConfig, config_from_dict
 from benchmark.environment import Environment
 from benchmark.errors import RunFolderError
 
-RUN_FORMAT = "oneshot-benchmark/run/v1"
+RUN_FORMAT = "oneshot-benchmark/run/v2"  # v1 held the records in one records.csv, by byte ranges
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """The records of one (method, seed, task set, N, k): bytes [start, end) of records.csv."""
+    """The records of one (method, seed, task set, N, k): a file of the run folder."""
 
     method: str
     seed: int
@@ -30,8 +30,8 @@ class Chunk:
     n_way: int
     k_shot: int
     rows: int
-    bytes: tuple[int, int]
-    sha256: str
+    file: str  # relative to the run folder
+    sha256: str  # of the file's bytes
 
     @property
     def key(self) -> tuple:
@@ -97,7 +97,6 @@ class RunManifest:
     methods: dict[str, MethodEntry] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # method label -> why it failed
     chunks: list[Chunk] = field(default_factory=list)
-    records_bytes: int = 0  # the bytes of records.csv that the chunks cover
     # Parts methods share (FitContext.shared): "key (seed S)" -> seconds, and which fit built it.
     components: dict[str, dict] = field(default_factory=dict)
     format: str = RUN_FORMAT
@@ -133,17 +132,18 @@ class RunManifest:
 
     def to_json(self) -> dict:
         plain = dataclasses.asdict(self)
-        for chunk in plain["chunks"]:
-            chunk["bytes"] = list(chunk["bytes"])
         return {"format": plain.pop("format"), **plain}
 
     @classmethod
     def from_json(cls, raw: Any, where: str) -> RunManifest:
         """The manifest of a parsed run.json, or RunFolderError naming `where` and the bad field."""
+        if isinstance(raw, dict) and raw.get("format") == "oneshot-benchmark/run/v1":
+            raise RunFolderError(f"{where} is a run of an earlier version of this harness (run format v1, one "
+                                 f"records.csv): report it with that version, or run it again into a new --out folder")
         if not isinstance(raw, dict) or raw.get("format") != RUN_FORMAT:
             raise RunFolderError(f"{where} is not a run manifest of this project (format {RUN_FORMAT})")
         try:
-            chunks = [Chunk(**{**entry, "bytes": tuple(entry["bytes"])}) for entry in _field(raw, "chunks", list)]
+            chunks = [Chunk(**entry) for entry in _field(raw, "chunks", list)]
             return cls(
                 run_id=_field(raw, "run_id", str), config=_field(raw, "config", dict),
                 methods_requested=[str(name) for name in _field(raw, "methods_requested", list)],
@@ -151,8 +151,7 @@ class RunManifest:
                 task_sets=_field(raw, "task_sets", dict), data=DataEntry(**_field(raw, "data", dict)),
                 environment=Environment(**raw.get("environment", {})), started=str(raw.get("started")),
                 methods={name: MethodEntry(**entry) for name, entry in raw.get("methods", {}).items()},
-                failures=dict(raw.get("failures", {})), chunks=chunks,
-                records_bytes=_field(raw, "records_bytes", int), components=dict(raw.get("components", {})))
+                failures=dict(raw.get("failures", {})), chunks=chunks, components=dict(raw.get("components", {})))
         except (TypeError, ValueError, KeyError, AttributeError) as error:
             raise RunFolderError(f"{where} is malformed ({type(error).__name__}: {error}): it was not "
                                  f"written by this project; choose a new --out folder") from None

@@ -1,9 +1,9 @@
 """Fit each method once per training seed, predict every task set, and save records as they finish.
 
 The run folder (benchmark/run_folder.py) is written through one `RunWriter`: each (method,
-seed, task set, N) is appended to records.csv and listed in run.json as soon as it is
+seed, task set, N) is written to a file of its own and listed in run.json as soon as it is
 done, so rerunning into the same folder computes only what is missing, and an interrupted
-run resumed gives the same records.csv as one never interrupted.
+run resumed gives the same records as one never interrupted.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from benchmark.config import RunConfig
 from benchmark.environment import Environment, peak_rss_mb
 from benchmark.errors import BenchmarkError, ConfigError, MethodError
 from benchmark.paths import CHECKPOINT_DIR
-from benchmark.run_folder import RunFolder, RunWriter, records_frame
+from benchmark.run_folder import RunFolder, RunWriter
 from benchmark.run_manifest import DataEntry, RunManifest, chunk_key, task_set_hashes
 from tasks.sets import TaskSet
 
@@ -165,7 +165,7 @@ def _fit_and_predict(method, label, seed, data, task_sets, writer: RunWriter, op
         bar.set_postfix_str(task_set.label)
         batch = task_set.batch(data)
         scores = _predicted(method, batch)
-        writer.append(records_frame(writer.manifest.run_id, method.name, seed, task_set, scores))
+        writer.append(method.name, seed, task_set, scores)
     bar.close()
     return {"fit_seconds": round(fit_seconds, 3), "predict_seconds": round(time.perf_counter() - started, 3),
             "peak_rss_mb": round(peak_rss_mb(), 1)}

@@ -12,7 +12,7 @@ from benchmark.text_table import text_table
 
 PAIRED_N = 20  # the N whose paired differences are printed (else each task set's largest)
 FILE_KINDS = {"tables": (".md", ".csv", ".tex"), "figures": (".png", ".svg")}
-RECORD_FILES = ("records.csv", "run.json")
+RECORD_FOLDERS = ("records", "episodes")  # benchmark/run_folder.py's layout
 
 
 def terminal_summary(summary: pd.DataFrame, paired: pd.DataFrame, runs: list, folder: Path) -> str:
@@ -70,13 +70,16 @@ def _times_table(runs: list) -> str:
 
 
 def _files(folder: Path) -> str:
-    names = sorted(path.name for path in Path(folder).iterdir() if path.is_file() and not path.name.startswith("."))
+    folder = Path(folder)
+    names = sorted(path.name for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
     lines = [f"in {folder}:"]
     for kind, suffixes in FILE_KINDS.items():
-        chosen = [name for name in names if name.endswith(suffixes) and name not in RECORD_FILES]
+        chosen = [name for name in names if name.endswith(suffixes)]
         if chosen:
             lines.append(f"  {kind}: {', '.join(chosen)}")
-    records = [name for name in RECORD_FILES if name in names]
+    records = ["run.json"] if "run.json" in names else []
+    records += [f"{name}/ ({sum(1 for _ in (folder / name).iterdir())} files)" for name in RECORD_FOLDERS
+                if (folder / name).is_dir()]
     if records:
         lines.append(f"  records: {', '.join(records)}")
     return "\n".join(lines)

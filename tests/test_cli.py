@@ -23,7 +23,7 @@ def test_quick_run_writes_every_file_and_report_rebuilds_them(omniglot_dir, tmp_
     result = cli("--methods", "random,nearest_neighbor", "--out", str(out), "--data-dir",
                  str(omniglot_dir), *QUICK)
     assert result.returncode == 0, result.stderr
-    for name in ("records.csv", "run.json", "summary.csv", "summary.md", "accuracy_vs_n.png",
+    for name in ("run.json", "summary.csv", "summary.md", "accuracy_vs_n.png",
                  "accuracy_vs_n.svg"):
         assert (out / name).stat().st_size > 0, name
     summary = pd.read_csv(out / "summary.csv")
@@ -47,7 +47,8 @@ def test_quick_run_writes_every_file_and_report_rebuilds_them(omniglot_dir, tmp_
     times = out_text.split("\ntimes\n")[1]
     assert {line.split()[0] for line in times.splitlines()[1:3]} == {"random", "nearest_neighbor"}
     assert f"in {out}:" in out_text and "  figures: accuracy_vs_n.png, accuracy_vs_n.svg" in out_text
-    assert "  records: records.csv, run.json" in out_text and "summary.md" in out_text.split("tables:")[1]
+    assert "  records: run.json, records/ (8 files), episodes/ (4 files)" in out_text  # 2 methods x 4 task sets
+    assert "summary.md" in out_text.split("tables:")[1]
 
     before = (out / "summary.csv").read_text()
     for name in ("summary.csv", "summary.md", "accuracy_vs_n.png", "accuracy_vs_n.svg"):
@@ -139,7 +140,7 @@ def test_missing_data_says_where_it_looked(tmp_path):
 
 def test_report_into_an_impossible_folder_is_one_line(tmp_path):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "records.csv").write_text("not used")
+    (tmp_path / "run" / "run.json").write_text("not used")
     assert_clean_usage_error(cli("report", str(tmp_path / "run"), "--out", "/proc/x"),
                              "cannot create the folder /proc/x")
 

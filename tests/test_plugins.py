@@ -16,6 +16,7 @@ import pytest
 from benchmark import registry
 from benchmark.config import config_from_dict
 from benchmark.errors import ConfigError
+from benchmark.run_folder import RunFolder
 from benchmark.runner import RunOptions, run_benchmark
 from tasks.sets import resolve_task_sets
 from tests.synthetic import synthetic_omniglot
@@ -63,7 +64,7 @@ def run_in_process(tmp_path, methods):
     outcome = run_benchmark(config, list(methods), DATA, resolve_task_sets(config, DATA),
                             tmp_path / "run", options)
     manifest = json.loads((tmp_path / "run" / "run.json").read_text())
-    records = pd.read_csv(tmp_path / "run" / "records.csv")
+    records = RunFolder(tmp_path / "run").read_records()
     return outcome, manifest, records
 
 
@@ -255,7 +256,7 @@ def test_misbehaving_plugins_fail_alone_with_one_line_each_and_exit_code_1(omnig
     assert "predict returned shape (10, 2) on 2-way 1-shot episodes, expected (10, 2, 2)" in failed["faulty_shape"]
     assert "NaN" in failed["faulty_nan"]
     # The method that works finished and was written, with its summary.
-    records = pd.read_csv(out / "records.csv")
+    records = RunFolder(out).read_records()
     assert set(records.method) == {"nearest_neighbor"} and len(records) == 10 * 2 + 10 * 5
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary.method) == {"nearest_neighbor"} and set(summary.n_way) == {2, 5}

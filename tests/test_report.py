@@ -1,6 +1,7 @@
 """Reports: training seeds end to end, background task sets, the figure, merging runs."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from benchmark.cli import main
 from benchmark.config import config_from_dict
 from benchmark.errors import ConfigError
 from benchmark.report import merge_runs, report_runs, write_report
+from benchmark.run_folder import RunFolder
 from benchmark.runner import RunOptions, run_benchmark
 from benchmark.stats import mcnemar_exact
 from methods.nearest_neighbor import NearestNeighbor
@@ -69,7 +71,7 @@ def run(out_dir, methods=("random", "nearest_neighbor"), seeds=None, cross_seed=
 
 def test_seeds_repeat_trained_methods_only_and_the_report_shows_their_spread(tmp_path):
     out = run(tmp_path / "run", ("noisy_neighbor", "nearest_neighbor", "random"), seeds=(0, 1, 2))
-    records = pd.read_csv(out / "records.csv")
+    records = RunFolder(out).read_records()
     seeds = records.groupby("method")["seed"].unique().map(sorted).to_dict()
     assert seeds == {"random": [0], "nearest_neighbor": [0], "noisy_neighbor": [0, 1, 2]}
     # Every seed of the trained method saw the same episodes.
@@ -156,8 +158,7 @@ def test_runs_with_other_episodes_or_without_run_json_are_not_merged(tmp_path):
     with pytest.raises(ConfigError, match="given twice"):
         merge_runs([base, tmp_path / "base" / ".." / "base"])
     bare = tmp_path / "bare"
-    bare.mkdir()
-    (bare / "records.csv").write_bytes((base / "records.csv").read_bytes())
+    shutil.copytree(base / "records", bare / "records")  # the records, without run.json to check them
     with pytest.raises(ConfigError, match="run.json not found"):
         merge_runs([base, bare], log=lambda message: None)
 

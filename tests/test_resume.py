@@ -15,10 +15,11 @@ import pytest
 from benchmark.cli import main
 from benchmark.config import config_from_dict
 from benchmark.errors import ConfigError
-from benchmark import run_folder
+from benchmark import run_lock
 from benchmark.errors import RunFolderError
 from benchmark.files import staged_outputs, write_atomically
-from benchmark.run_folder import RunFolder, RunLock
+from benchmark.run_folder import RunFolder
+from benchmark.run_lock import RunLock
 from benchmark.runner import RunOptions, run_benchmark
 from tasks.sets import resolve_task_sets
 from tests.synthetic import synthetic_omniglot
@@ -26,7 +27,7 @@ from tests.synthetic import synthetic_omniglot
 ROOT = Path(__file__).resolve().parent.parent
 DATA = synthetic_omniglot()
 KEY = ["method", "seed", "task_set", "n_way", "k_shot", "episode", "query"]
-needs_flock = pytest.mark.skipif(run_folder.fcntl is None, reason="run folders are locked with fcntl.flock")
+needs_flock = pytest.mark.skipif(run_lock.fcntl is None, reason="run folders are locked with fcntl.flock")
 
 
 def tiny_run(out_dir, methods=("random", "nearest_neighbor"), data=DATA, log=None):
@@ -44,6 +45,11 @@ def read_records(run_dir, log=None):
     return RunFolder(run_dir).read_records(log)
 
 
+def plain(records: pd.DataFrame) -> pd.DataFrame:
+    """Records without the run id, names as plain strings (category orders follow the run's order)."""
+    return records.drop(columns="run_id").astype({name: str for name in ("method", "task_set", "split", "protocol")})
+
+
 def manifest_of(run_dir):
     return json.loads((Path(run_dir) / "run.json").read_text())
 
@@ -57,14 +63,14 @@ def test_a_second_run_into_a_locked_folder_is_refused(tmp_path):
     with RunLock(out):
         with pytest.raises(RunFolderError, match=f"another run \\(pid {os.getpid()}\\) is writing into"):
             tiny_run(out)
-        assert not (out / "records.csv").exists()
+        assert not (out / "records").exists()
     assert tiny_run(out).exit_code == 0
     assert not (out / ".lock").exists()  # released and removed
 
 
 LOCK_HOLDER = """
 import sys, time
-from benchmark.run_folder import RunLock
+from benchmark.run_lock import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(120)
@@ -92,43 +98,49 @@ def test_a_lock_held_by_a_killed_process_does_not_block(tmp_path):
 
 def edit_one_byte(path, offset):
     content = bytearray(path.read_bytes())
-    content[offset] = ord("1") if content[offset] != ord("1") else ord("0")
+    content[offset] ^= 0x01
     path.write_bytes(bytes(content))
+
+
+def chunk_files(run_dir) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted((Path(run_dir) / "records").iterdir())}
 
 
 def test_report_and_resume_refuse_edited_records_naming_the_file(tmp_path):
     out = tmp_path / "run"
     tiny_run(out)
-    records = out / "records.csv"
     chunk = manifest_of(out)["chunks"][3]
-    edit_one_byte(records, (chunk["bytes"][0] + chunk["bytes"][1]) // 2)
-    with pytest.raises(RunFolderError, match="edited") as error:
-        read_records(out)
-    assert str(records) in str(error.value) and chunk["task_set"] in str(error.value)
-    with pytest.raises(RunFolderError, match="edited"):
-        tiny_run(out)
+    edit_one_byte(out / chunk["file"], len((out / chunk["file"]).read_bytes()) // 2)
+    for attempt in (lambda: read_records(out), lambda: tiny_run(out)):
+        with pytest.raises(RunFolderError, match="was edited") as error:
+            attempt()
+        assert str(out / chunk["file"]) in str(error.value)
 
 
-def test_report_and_resume_refuse_truncated_records(tmp_path):
+def test_report_and_resume_refuse_missing_or_truncated_records(tmp_path):
     out = tmp_path / "run"
     tiny_run(out)
-    records = out / "records.csv"
-    records.write_bytes(records.read_bytes()[:-100])
+    first, second = (out / chunk["file"] for chunk in manifest_of(out)["chunks"][:2])
+    first.write_bytes(first.read_bytes()[:-100])
+    second.unlink()
+    with pytest.raises(RunFolderError, match="was edited") as error:
+        read_records(out)
+    assert str(first) in str(error.value)
+    first.unlink()
     for attempt in (lambda: read_records(out), lambda: tiny_run(out)):
-        with pytest.raises(RunFolderError, match="truncated") as error:
+        with pytest.raises(RunFolderError, match="is missing but run.json lists it") as error:
             attempt()
-        assert str(records) in str(error.value)
+        assert str(first) in str(error.value)
 
 
 def test_report_leaves_out_an_unfinished_chunk_and_says_so(tmp_path):
     out = tmp_path / "run"
     tiny_run(out)
     complete = read_records(out)
-    with open(out / "records.csv", "ab") as handle:
-        handle.write(b"run,random,0,cross,evaluation,cross,2,1,0,0,1,")
+    (out / "records" / "random-s0-cross-7way-1shot.parquet").write_bytes(b"PAR1 cut short")  # never listed
     notes = []
     pd.testing.assert_frame_equal(read_records(out, log=notes.append), complete)
-    assert "unfinished chunk" in notes[0]
+    assert "not listed in run.json" in notes[0]
 
 
 def test_report_on_an_interrupted_run_says_what_is_missing_and_how_to_resume(tmp_path, capsys):
@@ -138,7 +150,6 @@ def test_report_on_an_interrupted_run_says_what_is_missing_and_how_to_resume(tmp
     assert "incomplete" not in capsys.readouterr().err.lower()
     manifest = manifest_of(out)
     manifest["chunks"] = manifest["chunks"][:2]  # random's cross 2- and 3-way: stopped there
-    manifest["records_bytes"] = manifest["chunks"][-1]["bytes"][1]
     manifest["methods"].pop("nearest_neighbor")  # it never started
     write_atomically(out / "run.json", json.dumps(manifest))
     assert main(["report", str(out)]) == 1
@@ -151,32 +162,44 @@ def test_report_on_an_interrupted_run_says_what_is_missing_and_how_to_resume(tmp
     assert "**Incomplete run**" in text and "- random: 2 of 4 task sets missing" in text
 
 
-def test_records_without_run_json_are_read_unchecked_and_said_so(tmp_path):
+def test_a_folder_without_run_json_is_refused(tmp_path):
     out = tmp_path / "run"
     tiny_run(out)
-    rows = sum(chunk["rows"] for chunk in manifest_of(out)["chunks"])
     (out / "run.json").unlink()
-    notes = []
-    assert len(read_records(out, log=notes.append)) == rows
-    assert "cannot be checked" in notes[0]
+    with pytest.raises(ConfigError, match="run.json not found"):
+        read_records(out)
 
 
 def test_resume_keeps_intact_chunks_and_recomputes_the_rest(tmp_path):
     tiny_run(tmp_path / "reference" / "run")
     out = tmp_path / "resumed" / "run"
     tiny_run(out)
-    # Forget the last three chunks and leave half of the next one, as a kill mid-append would.
+    # Forget the last three chunks, as if the run had stopped before listing them; one of their
+    # files is there, as a kill between writing a file and listing it would leave it.
     manifest = manifest_of(out)
-    kept = manifest["chunks"][:-3]
-    cut = manifest["chunks"][-3]["bytes"]
-    manifest.update(chunks=kept, records_bytes=kept[-1]["bytes"][1])
+    forgotten = manifest["chunks"][-3:]
+    manifest["chunks"] = manifest["chunks"][:-3]
     write_atomically(out / "run.json", json.dumps(manifest))
-    with open(out / "records.csv", "r+b") as handle:
-        handle.truncate((cut[0] + cut[1]) // 2)
+    for chunk in forgotten[1:]:
+        (out / chunk["file"]).unlink()
+    (out / "records" / ".half-written.parquet.tmp").write_bytes(b"PAR1")  # an atomic write cut short
     messages = []
     tiny_run(out, log=messages.append)
-    assert any("unfinished chunk dropped" in m for m in messages)
-    assert (out / "records.csv").read_bytes() == (tmp_path / "reference" / "run" / "records.csv").read_bytes()
+    assert any("2 unfinished file(s) dropped" in m for m in messages)
+    assert chunk_files(out) == chunk_files(tmp_path / "reference" / "run")  # byte for byte
+    pd.testing.assert_frame_equal(plain(read_records(out)), plain(read_records(tmp_path / "reference" / "run")))
+
+
+def test_the_episodes_of_each_task_set_are_kept_and_checked_against_run_json(tmp_path):
+    out = tmp_path / "run"
+    tiny_run(out)
+    records = read_records(out)
+    episodes = RunFolder(out).read_episodes("cross/5way/1shot")
+    first = records[(records.task_set == "cross") & (records.n_way == 5)].iloc[0]
+    assert episodes["support"].shape == (12, 5, 1) and episodes["query_label"][0, 0] == first.label
+    edit_one_byte(out / "episodes" / "cross-5way-1shot.npz", 100)
+    with pytest.raises(RunFolderError, match="cross-5way-1shot.npz"):
+        RunFolder(out).read_episodes("cross/5way/1shot")
 
 
 def test_resume_on_other_data_is_refused(tmp_path):
@@ -235,14 +258,13 @@ def test_resume_reuses_the_saved_config_methods_and_seeds(tmp_path, capsys, monk
     tiny_run(out, methods=("nearest_neighbor", "random"))
     manifest = manifest_of(out)
     manifest["chunks"] = manifest["chunks"][:2]  # as if it had stopped early
-    manifest["records_bytes"] = manifest["chunks"][-1]["bytes"][1]
     manifest["methods_requested"] = ["random", "nearest_neighbor"]  # the reference's order
     write_atomically(out / "run.json", json.dumps(manifest))
     assert main(["--resume", str(out), "--quiet"]) == 0
     assert "resuming" in capsys.readouterr().err
     # Only records are compared: the saved config (not configs/default.yaml) was used.
-    a = pd.read_csv(out / "records.csv").sort_values(KEY, ignore_index=True)
-    b = pd.read_csv(tmp_path / "reference" / "run" / "records.csv").sort_values(KEY, ignore_index=True)
+    a = plain(read_records(out)).sort_values(KEY, ignore_index=True)
+    b = plain(read_records(tmp_path / "reference" / "run")).sort_values(KEY, ignore_index=True)
     pd.testing.assert_frame_equal(a, b)
     assert (out / "summary.md").exists() and not list(out.glob(".staging-*"))
 
@@ -309,7 +331,7 @@ def test_a_killed_run_resumes_to_the_same_records_as_an_uninterrupted_one(omnigl
     assert f"chunks already done" in resumed.stderr
     out, err = uninterrupted.communicate(timeout=300)
     assert uninterrupted.returncode == 0, err
-    assert (killed / "records.csv").read_bytes() == (reference / "records.csv").read_bytes()
+    assert chunk_files(killed) == chunk_files(reference)
     assert (killed / "summary.csv").read_bytes() == (reference / "summary.csv").read_bytes()
     assert_complete_once(read_records(killed))
     assert not (killed / ".lock").exists()

@@ -11,7 +11,7 @@ from benchmark import registry
 from benchmark.api import Capabilities, Method
 from benchmark.config import config_from_dict
 from benchmark.report import write_report
-from benchmark.run_folder import RECORD_COLUMNS
+from benchmark.run_folder import RECORD_COLUMNS, RunFolder
 from benchmark.runner import RunOptions, run_benchmark
 from tasks.sets import resolve_task_sets
 from tests.synthetic import synthetic_omniglot
@@ -40,7 +40,7 @@ def run(tmp_path, methods=("random", "nearest_neighbor"), out="run", **kwargs):
 def test_records_have_one_row_per_query(tmp_path):
     outcome = run(tmp_path)
     assert outcome.exit_code == 0
-    records = pd.read_csv(tmp_path / "run" / "records.csv")
+    records = RunFolder(tmp_path / "run").read_records()
     assert list(records.columns) == RECORD_COLUMNS
     per_method = 30 * 2 + 30 * 5 + 20 * 3 * 2
     assert len(records) == 2 * per_method
@@ -60,8 +60,8 @@ def test_records_have_one_row_per_query(tmp_path):
 def test_same_config_same_records(tmp_path):
     run(tmp_path, out="a")
     run(tmp_path, out="b")
-    a = pd.read_csv(tmp_path / "a" / "records.csv").drop(columns="run_id")
-    b = pd.read_csv(tmp_path / "b" / "records.csv").drop(columns="run_id")
+    a = RunFolder(tmp_path / "a").read_records().drop(columns="run_id")
+    b = RunFolder(tmp_path / "b").read_records().drop(columns="run_id")
     pd.testing.assert_frame_equal(a, b)
 
 
@@ -97,7 +97,7 @@ def test_a_faulty_method_fails_alone(tmp_path, fault, reason):
     outcome = run(tmp_path, methods=(name, "nearest_neighbor"))
     assert outcome.exit_code == 1
     assert reason in outcome.failures[name]
-    records = pd.read_csv(tmp_path / "run" / "records.csv")
+    records = RunFolder(tmp_path / "run").read_records()
     assert set(records.method) == {"nearest_neighbor"}
     assert len(records) == 30 * 2 + 30 * 5 + 20 * 3 * 2
     manifest = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -163,14 +163,14 @@ def test_rerunning_a_failed_method_with_other_hyperparameters_is_refused_only_if
 
 def test_rerun_into_the_same_folder_resumes_without_redoing_work(tmp_path):
     run(tmp_path, methods=("random",))
-    first = (tmp_path / "run" / "records.csv").read_bytes()
-    # A half-written chunk at the end, as after a crash, is dropped on resume.
-    with open(tmp_path / "run" / "records.csv", "ab") as handle:
-        handle.write(b"tiny,random,0,cross,evaluation,cross,2,1,0,0,1,")
+    records = tmp_path / "run" / "records"
+    first = {path.name: path.read_bytes() for path in records.iterdir()}
+    # A chunk file written but not listed, as after a crash, is dropped on resume.
+    (records / "random-s0-cross-9way-1shot.parquet").write_bytes(b"PAR1")
     run(tmp_path, methods=("random",))
-    assert (tmp_path / "run" / "records.csv").read_bytes() == first
+    assert {path.name: path.read_bytes() for path in records.iterdir()} == first
     run(tmp_path, methods=("random", "nearest_neighbor"))
-    records = pd.read_csv(tmp_path / "run" / "records.csv")
+    records = RunFolder(tmp_path / "run").read_records()
     assert (records.method == "random").sum() == (records.method == "nearest_neighbor").sum()
     assert not records.duplicated(["method", "task_set", "n_way", "episode", "query"]).any()
 
