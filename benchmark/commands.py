@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark import registry
 from benchmark.config import apply_override, check_seed, config_from_dict, did_you_mean, load_config
 from benchmark.errors import ConfigError
 from benchmark.paths import (BASELINE_DIR, CHECKPOINT_DIR, DEFAULT_CONFIG, PROJECT_ROOT, RUNS_DIR, SMOKE_CONFIG,
@@ -30,6 +29,8 @@ def log(message: str) -> None:
 # ---- run ---------------------------------------------------------------------------------------
 
 def run_command(args) -> int:
+    from benchmark import registry  # imports torch: not needed by report, download or freeze
+
     for plugin in args.plugin:
         registry.load_plugin(plugin)
     if args.list_methods:
@@ -181,6 +182,8 @@ def check_methods(method_names: list[str], config, overrides: list[str] = ()) ->
         if parts[0] == "methods" and len(parts) > 1 and parts[1] not in method_names:
             raise ConfigError(f"--set {override}: method {parts[1]!r} is not in this run"
                               f"{did_you_mean(parts[1], method_names)}")
+    from benchmark import registry
+
     for name in method_names:
         registry.create_method(name, config.methods.get(name, {}))
 

@@ -18,6 +18,7 @@ for both, and an exact McNemar test on one query per episode (see `mcnemar_exact
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from statistics import NormalDist
@@ -37,11 +38,16 @@ PAIRED_COLUMNS = TASK_COLUMNS + ["method_a", "method_b", "episodes", "accuracy_a
                                  "mcnemar_a_only", "mcnemar_b_only", "mcnemar_p"]
 
 
+@functools.lru_cache(maxsize=16)
 def bootstrap_indices(n_episodes: int, resamples: int, seed: int) -> np.ndarray:
     """Resampled episode indices (resamples, E). Depends only on (E, resamples, seed), so every
-    method evaluated on the same episodes is resampled the same way: comparisons are paired."""
+    method evaluated on the same episodes is resampled the same way: comparisons are paired.
+    Drawn once per (E, resamples, seed) and kept (read-only): a report draws them for every
+    (method, task set, N) and pair, most of which share E."""
     rng = np.random.default_rng([seed, n_episodes])
-    return rng.integers(0, n_episodes, size=(resamples, n_episodes))
+    indices = rng.integers(0, n_episodes, size=(resamples, n_episodes))
+    indices.setflags(write=False)
+    return indices
 
 
 def bootstrap_ci(values: np.ndarray, resamples: int, confidence: float, seed: int) -> tuple[float, float]:
@@ -72,9 +78,9 @@ def episode_accuracy(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def seed_accuracy(records: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy of each training seed: one row per (group, seed)."""
+    """Accuracy and queries of each training seed: one row per (group, seed)."""
     return (records.groupby(GROUP_COLUMNS + ["seed"], sort=False, observed=True)["correct"]
-            .mean().rename("accuracy").reset_index())
+            .agg(accuracy="mean", queries="size").reset_index())
 
 
 def summarize(records: pd.DataFrame, stats: StatsConfig = StatsConfig()) -> pd.DataFrame:
@@ -84,10 +90,7 @@ def summarize(records: pd.DataFrame, stats: StatsConfig = StatsConfig()) -> pd.D
     the per-seed accuracies); `queries` counts the distinct queries, not queries x seeds.
     """
     per_episode = episode_accuracy(records)
-    per_seed = {key: group["accuracy"].to_numpy() for key, group in
-                seed_accuracy(records).groupby(GROUP_COLUMNS, sort=False, observed=True)}
-    distinct_queries = (records.drop_duplicates(GROUP_COLUMNS + ["episode", "query"])
-                        .groupby(GROUP_COLUMNS, sort=False, observed=True).size())
+    per_seed = {key: group for key, group in seed_accuracy(records).groupby(GROUP_COLUMNS, sort=False, observed=True)}
     rows = []
     for key, group in per_episode.groupby(GROUP_COLUMNS, sort=False, observed=True):
         values = group["mean"].to_numpy()
@@ -95,9 +98,12 @@ def summarize(records: pd.DataFrame, stats: StatsConfig = StatsConfig()) -> pd.D
         accuracy = float(np.average(values, weights=group["size"].to_numpy()))
         low, high = bootstrap_ci(values, stats.resamples, stats.confidence, stats.seed)
         normal_low, normal_high = normal_ci(values, stats.confidence)
-        seeds = per_seed[key]
+        seeds = per_seed[key]["accuracy"].to_numpy()
+        # A seed's records of a task set are written whole (one chunk), so every seed has all of
+        # its distinct queries, once: their number is any seed's count.
+        queries = int(per_seed[key]["queries"].max())
         rows.append(dict(zip(GROUP_COLUMNS, key), episodes=len(values),
-                         queries=int(distinct_queries[key]), accuracy=accuracy, ci_low=low,
+                         queries=queries, accuracy=accuracy, ci_low=low,
                          ci_high=high, ci_normal_low=normal_low, ci_normal_high=normal_high,
                          seeds=len(seeds), seed_std=float(seeds.std(ddof=1)) if len(seeds) > 1 else np.nan,
                          seed_min=float(seeds.min()), seed_max=float(seeds.max())))
@@ -144,26 +150,41 @@ def paired_differences(records: pd.DataFrame, stats: StatsConfig = StatsConfig()
     first = _first_query_outcomes(records)
     rows = []
     for key, group in per_episode.groupby(TASK_COLUMNS, sort=False, observed=True):
-        table = group.pivot_table(index="episode", columns="method", values="mean", observed=True)
-        outcomes = first.get(key)
-        methods = _ordered(list(dict.fromkeys(group["method"])), order or [])
-        for method_a, method_b in itertools.combinations(methods, 2):
-            both = table[[method_a, method_b]].dropna()  # only the episodes both methods have
-            differences = (both[method_a] - both[method_b]).to_numpy()
+        table = _by_episode(group, "mean")
+        outcomes = first.get(key, {})
+        for method_a, method_b in itertools.combinations(_ordered(list(table), order or []), 2):
+            both = ~np.isnan(table[method_a]) & ~np.isnan(table[method_b])  # the episodes both have
+            a, b = table[method_a][both], table[method_b][both]
+            differences = a - b
             low, high = bootstrap_ci(differences, stats.resamples, stats.confidence, stats.seed)
-            a_only = b_only = 0
-            if outcomes is not None:
-                pair = outcomes[[method_a, method_b]].dropna().astype(bool)
-                a_only = int((pair[method_a] & ~pair[method_b]).sum())
-                b_only = int((~pair[method_a] & pair[method_b]).sum())
+            a_only, b_only = _discordant(outcomes.get(method_a), outcomes.get(method_b))
             rows.append(dict(zip(TASK_COLUMNS, key), method_a=method_a, method_b=method_b,
-                             episodes=len(both), accuracy_a=float(both[method_a].mean()),
-                             accuracy_b=float(both[method_b].mean()),
-                             difference=float(differences.mean()) if len(both) else np.nan,
+                             episodes=int(both.sum()), accuracy_a=float(a.mean()), accuracy_b=float(b.mean()),
+                             difference=float(differences.mean()) if len(a) else np.nan,
                              ci_low=low, ci_high=high, significant=bool(low > 0 or high < 0),
                              mcnemar_a_only=a_only, mcnemar_b_only=b_only,
                              mcnemar_p=mcnemar_exact(a_only, b_only)))
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _by_episode(group: pd.DataFrame, column: str) -> dict[str, np.ndarray]:
+    """method -> `column` by episode number (NaN for an episode the method does not have)."""
+    size = int(group["episode"].max()) + 1
+    table = {}
+    for method, rows in group.groupby("method", sort=False, observed=True):
+        values = np.full(size, np.nan)
+        values[rows["episode"].to_numpy()] = rows[column].to_numpy()
+        table[str(method)] = values
+    return table
+
+
+def _discordant(a: np.ndarray | None, b: np.ndarray | None) -> tuple[int, int]:
+    """(episodes only A got right, episodes only B got right) among those both have."""
+    if a is None or b is None:
+        return 0, 0
+    both = ~np.isnan(a) & ~np.isnan(b)
+    a, b = a[both].astype(bool), b[both].astype(bool)
+    return int((a & ~b).sum()), int((~a & b).sum())
 
 
 def _ordered(methods: list[str], order: list[str]) -> list[str]:
@@ -172,10 +193,9 @@ def _ordered(methods: list[str], order: list[str]) -> list[str]:
                                              methods.index(name)))
 
 
-def _first_query_outcomes(records: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
-    """Per (task set, N): correctness of query 0 of each episode (episodes x methods), lowest seed."""
+def _first_query_outcomes(records: pd.DataFrame) -> dict[tuple, dict[str, np.ndarray]]:
+    """Per (task set, N): method -> correctness of query 0 of each episode, of its lowest seed."""
     first = records[records["query"] == 0]
     lowest = first.groupby(TASK_COLUMNS + ["method"], observed=True)["seed"].transform("min")
     first = first[first["seed"] == lowest]
-    return {key: group.pivot_table(index="episode", columns="method", values="correct", observed=True)
-            for key, group in first.groupby(TASK_COLUMNS, sort=False, observed=True)}
+    return {key: _by_episode(group, "correct") for key, group in first.groupby(TASK_COLUMNS, sort=False, observed=True)}
