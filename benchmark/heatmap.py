@@ -80,7 +80,9 @@ def _heatmap_figure(panels: dict[tuple, HeatmapCells], n_way: int):
     limit = max(1.0, max(float(np.nanmax(np.abs(c.difference.to_numpy()))) for c in panels.values()))
     # About 0.65 inch a cell (no less than three cells' worth), plus room for the method names.
     side = 0.65 * max(3, *(len(c.difference) for c in panels.values()))
-    fig, grid = pyplot().subplots(rows, columns, squeeze=False, layout="constrained",
+    # The layout engine is set once the panels are drawn: seaborn draws the whole figure once per
+    # panel (to look at its tick labels), and a constrained layout at each of those draws cost seconds.
+    fig, grid = pyplot().subplots(rows, columns, squeeze=False,
                                   figsize=((side + 1.6) * columns + 1.2, (side + 1.2) * rows + 0.6))
     axes = list(grid.ravel())
     for ax, ((task_set, protocol, k_shot), cells) in zip(axes, panels.items()):
@@ -88,11 +90,27 @@ def _heatmap_figure(panels: dict[tuple, HeatmapCells], n_way: int):
         ax.set_title(f"{task_set} ({protocol}, {k_shot}-shot)")
     for ax in axes[len(panels):]:
         ax.set_visible(False)  # an odd panel count leaves one square of the grid empty
+    fig.set_layout_engine("constrained")
     fig.colorbar(axes[0].collections[0], ax=axes[:len(panels)], shrink=0.7,
                  label="row − column (accuracy points)")
     fig.suptitle(f"Paired differences at N = {n_way}: row A − column B\n"
                  f"hatched: the paired interval includes 0")
     return fig
+
+
+def _annotate(ax, cells: HeatmapCells, limit: float) -> None:
+    """Each cell's difference, dark on light colours and white on dark ones. (seaborn's own
+    annotations draw the whole figure once per panel to find the colours: seconds a report.)"""
+    from matplotlib import colormaps
+
+    colors = colormaps[COLORMAP]((cells.difference.to_numpy() + limit) / (2 * limit))
+    red, green, blue = (np.where(colors[..., i] <= 0.03928, colors[..., i] / 12.92,
+                                 ((colors[..., i] + 0.055) / 1.055) ** 2.4) for i in range(3))
+    luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
+    for (row, column), text in np.ndenumerate(cells.annotation.to_numpy()):
+        if text:
+            ax.text(column + 0.5, row + 0.5, text, ha="center", va="center", fontsize=10, zorder=3,
+                    color=".15" if luminance[row, column] > 0.408 else "w")
 
 
 def _draw_panel(ax, cells: HeatmapCells, limit: float) -> None:
@@ -105,8 +123,8 @@ def _draw_panel(ax, cells: HeatmapCells, limit: float) -> None:
         # and not worth a line on every report.
         warnings.filterwarnings("ignore", "The set_bad function", PendingDeprecationWarning)
         seaborn.heatmap(cells.difference, ax=ax, cmap=COLORMAP, center=0, vmin=-limit, vmax=limit,
-                        annot=cells.annotation.to_numpy(), fmt="", square=True, linewidths=0.5,
-                        linecolor="white", cbar=False, annot_kws={"fontsize": 10})
+                        square=True, linewidths=0.5, linecolor="white", cbar=False)
+    _annotate(ax, cells, limit)
     for row, column in zip(*np.nonzero(cells.hatched.to_numpy())):
         # Below the annotations (zorder 3), above the colours: the number stays readable.
         ax.add_patch(Rectangle((column, row), 1, 1, fill=False, hatch=HATCH, edgecolor="0.35",

@@ -32,8 +32,8 @@ POINT_PANEL = {"official": "within"}
 # What one episode of a protocol is called in the titles (Lake et al. call theirs runs).
 EPISODE_NAMES = {"official": "runs"}
 DODGE_POINTS = 3.5  # screen distance between the bars of two methods at the same N
-CAP_POINTS = 4.0
-TITLE_CHARACTERS = 50  # about the width of a panel, in the title's font  # half the width of a cap: wider than a marker, so a tiny interval still shows
+CAP_POINTS = 4.0  # half the width of a cap: wider than a marker, so a tiny interval still shows
+TITLE_CHARACTERS = 50  # about the width of a panel, in the title's font
 # Text stays text in the SVG (searchable, small); ids do not change between runs.
 FIGURE_STYLE = {"font.size": 13, "axes.titlesize": 12, "legend.fontsize": 12,
                 "svg.fonttype": "none", "svg.hashsalt": "oneshot-benchmark"}
@@ -182,12 +182,11 @@ def _decorate_panel(ax, panel: tuple[str, int], detail: str, max_n: int) -> None
 
 
 def _add_legend(fig, handles: list, columns: int) -> None:
-    """The legend below the panels, with room left for it."""
-    legend = fig.legend(handles=handles, loc="lower center", ncol=columns, bbox_to_anchor=(0.5, 0.0),
-                        frameon=False, columnspacing=1.2, handlelength=2.4)
-    fig.canvas.draw()  # the legend's height is known once drawn: leave room for it below
-    height = legend.get_window_extent().height / (fig.get_figheight() * fig.dpi)
-    fig.tight_layout(rect=(0, min(height + 0.01, 0.5), 1, 1))
+    """The legend below the panels; the constrained layout leaves room for it (without a draw
+    of its own to measure it: each draw of the figure costs a few hundred milliseconds)."""
+    fig.set_layout_engine("constrained")
+    fig.legend(handles=handles, loc="outside lower center", ncol=columns, frameon=False, columnspacing=1.2,
+               handlelength=2.4)
 
 
 def _legend_handles(colors: dict, styles: dict, points: pd.DataFrame, seeded: bool) -> list:

@@ -23,7 +23,7 @@ from benchmark.latex import summary_latex
 from benchmark.plots import plot_accuracy_vs_n
 from benchmark.run_folder import RunFolder
 from benchmark.run_manifest import RunManifest
-from benchmark.stats import paired_differences, summarize
+from benchmark.stats import episode_accuracy, paired_differences, summarize
 from benchmark.summary_markdown import summary_markdown
 
 
@@ -145,8 +145,9 @@ def write_report(run_dir: Path, records: pd.DataFrame | None = None, stats: Stat
     runs = [run for run in runs if run.manifest is not None]
     records = RunFolder(run_dir).read_records() if records is None else records
     tasks, methods = _task_order(records, runs), _method_order(records, runs)
-    summary = _sorted(summarize(records, stats), tasks, methods)
-    paired = _sorted(paired_differences(records, stats, order=methods), tasks)
+    per_episode = episode_accuracy(records)
+    summary = _sorted(summarize(records, stats, per_episode), tasks, methods)
+    paired = _sorted(paired_differences(records, stats, methods, per_episode), tasks)
     summary.to_csv(run_dir / "summary.csv", index=False, float_format="%.6f")
     # p-values go down to 1e-300: four significant digits, not six decimals that round them to 0.
     paired.assign(mcnemar_p=paired["mcnemar_p"].map("{:.4g}".format)).to_csv(
