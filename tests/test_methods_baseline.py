@@ -143,3 +143,14 @@ def test_score_runs_without_gradients_unless_the_method_asks_for_them():
     tuned = type("Tuned", (PerEpisodeHead,), {"score_needs_grad": True})
     scores = tuned().fit(DATA.background, FitContext(progress=False)).predict(batch_for(e))
     assert accuracy(scores, e) > 0.9
+
+
+def test_images_are_embedded_64_a_call_on_a_cpu(monkeypatch):
+    method = fitted("nearest_neighbor")
+    sizes = []
+    original = method.embed
+    monkeypatch.setattr(method, "embed", lambda images: sizes.append(len(images)) or original(images))
+    e = episodes(n_way=5, count=40)
+    method.predict(batch_for(e))
+    assert sum(sizes) == len(np.unique(np.r_[e.support.ravel(), e.query.ravel()])) > 64
+    assert set(sizes[:-1]) == {EmbeddingMethod.embed_batch_sizes["cpu"]} == {64}

@@ -226,3 +226,13 @@ def test_methods_share_a_part_built_once_and_timed_apart(tmp_path):
     assert all(part["seconds"] >= 0.3 for part in manifest["components"].values())
     fits = [t["fit_seconds"] for m in ("head_a", "head_b") for t in manifest["methods"][m]["timing"].values()]
     assert len(fits) == 4 and max(fits) < 0.2  # the shared part's time is not in any method's fit
+
+
+def test_a_method_that_does_not_use_a_gpu_runs_on_the_cpu_whatever_the_run_device(tmp_path, monkeypatch):
+    # No GPU is needed: random and 1-NN declare uses_gpu=False, so they never see "cuda"
+    # (only run.json's description of the machine asks for the GPU's name).
+    monkeypatch.setattr("torch.cuda.get_device_name", lambda *args: "a GPU of the test")
+    assert run(tmp_path, device="cuda").exit_code == 0
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert {entry["device"] for entry in manifest["methods"].values()} == {"cpu"}
+    assert manifest["environment"]["device"] == "cuda"
