@@ -34,6 +34,8 @@ SCRIPTS = {
         "max_score_difference", "loop_rows"}),
     "scaling": (["--threads", "1"], MACHINE | {"rows", "cost_model", "threads"}),
     "embed_batch": (["--threads", "1"], MACHINE | {"rows", "images", "threads", "harness_rule"}),
+    "report_speed": ([], MACHINE | {"records", "records_mb", "episodes_mb", "report_seconds", "best_report_seconds",
+                                    "load_before_report"}),
     "train_throughput": (["--threads", "1"], MACHINE | {"training", "inference_eval_mode", "threads"}),
     "protonet": (["--threads", "1", "--quiet"], MACHINE | {
         "fit_seconds", "fit_cpu_seconds", "wall_per_step", "cpu_per_step", "load_before", "load_after_fit",
