@@ -46,13 +46,8 @@ Methods tune the check on the class, so every test that checks them agrees:
 
 from __future__ import annotations
 
-import builtins
-import contextlib
 import hashlib
 import inspect
-import io
-import os
-import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +57,7 @@ import torch
 
 from benchmark.api import Capabilities, EpisodeBatch, FitContext, Method, checked_scores, hyperparameters
 from benchmark.errors import MethodError
+from benchmark.io_watch import watched_io
 from benchmark.synthetic import synthetic_splits
 from tasks.episodes import generate
 
@@ -178,7 +174,7 @@ def method_class(subject: Subject) -> None:
 @_rule
 def init_stores_params(subject: Subject) -> None:
     rule = "init_stores_params"
-    with _watched_io() as io_events:
+    with watched_io() as io_events:
         method = subject.new(rule)
     if io_events:
         subject.fail(rule, f"the constructor used {io_events[0]}: load files and weights in fit, not __init__")
@@ -401,40 +397,3 @@ def _equal(a, b) -> bool:
             return type(a) is type(b) and np.array_equal(np.asarray(a), np.asarray(b))
         except Exception:
             return False
-
-
-# ---- catching I/O in __init__ ----------------------------------------------------------------
-
-_MODULE_SUFFIXES = (".py", ".pyc", ".so", ".pyd", ".pth")
-
-
-@contextlib.contextmanager
-def _watched_io():
-    """Collect the files opened and connections made inside the block (by wrapping `open`,
-    `os.open` and `socket.connect` for its duration, and restoring them after)."""
-    events: list[str] = []
-    originals = [(builtins, "open", builtins.open), (io, "open", io.open), (os, "open", os.open),
-                 (socket.socket, "connect", socket.socket.connect)]
-
-    def noting_files(original):
-        def opener(file, *args, **kwargs):
-            path = os.fsdecode(file) if isinstance(file, (str, bytes, os.PathLike)) else None
-            # Imports done lazily inside __init__ are fine; reading data or weights is not.
-            if path and not path.endswith(_MODULE_SUFFIXES) and "__pycache__" not in path \
-                    and not path.startswith(("/proc/", "/sys/", "/dev/")):
-                events.append(f"the file {path}")
-            return original(file, *args, **kwargs)
-        return opener
-
-    def connect(self, address):
-        events.append(f"the network ({address})")
-        return originals[3][2](self, address)
-
-    replacements = [noting_files(builtins.open), noting_files(io.open), noting_files(os.open), connect]
-    for (owner, name, _), replacement in zip(originals, replacements):
-        setattr(owner, name, replacement)
-    try:
-        yield events
-    finally:
-        for owner, name, original in originals:
-            setattr(owner, name, original)

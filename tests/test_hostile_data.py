@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from benchmark.data import KNOWN_SHA256, load_omniglot, read_official_zip
 from benchmark.errors import DataError
 from tests.hostile_counts import record
-from tests.test_hostile import (LINE_BREAKS, Accepted, Refused, RefusedOrAccepted, check_outcome, hostile,
+from tests.hostile import (LINE_BREAKS, Accepted, Refused, RefusedOrAccepted, check_outcome, hostile,
                                 labelled_examples, one_line_text, outcome_name)
 
 SPLITS = ("background", "evaluation")
