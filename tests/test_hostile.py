@@ -1,9 +1,10 @@
 """Hostile input, tried systematically: every input has an expected outcome, and must get it.
 
-Hypothesis feeds the config loader, the `--set` parser, the episode generator and the frozen
-episode files with random and hostile values (negative, huge, wrong types, unicode, empty,
-nested junk, NaN, YAML tricks); tests/test_hostile_data.py does the same for the data
-readers (truncated or bit-flipped files, hostile zip members). For each input an oracle,
+Hypothesis feeds the config loader, the `--set` parser and config files (this file), the
+episode generator and frozen episode files (tests/test_hostile_episodes.py) with random and
+hostile values (negative, huge, wrong types, unicode, empty, nested junk, NaN, YAML tricks);
+tests/test_hostile_data.py does the same for the data readers (truncated or bit-flipped
+files, hostile zip members). For each input an oracle,
 written from the rules (configs/default.yaml, the docstrings, benchmark/limits.py) and not
 by calling the code under test, says what must happen:
 
@@ -33,7 +34,6 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pytest
 import yaml
 from hypothesis import given
@@ -44,12 +44,11 @@ from benchmark.errors import ConfigError, EpisodeError
 from tasks import episodes as ep
 from tasks.sets import resolve_task_sets
 from tests.hostile import (Accepted, DATA, DEFAULT_RAW, LINE_BREAKS, PATHS, Refused, VALID_AT, case_id,
-                           check_outcome, hostile, huge_ints, junk, labelled_examples, one_line_text,
-                           outcome_name, set_path, valid_or_junk)
+                           check_outcome, hostile, junk, labelled_examples, one_line_text, outcome_name,
+                           set_path, valid_or_junk)
 from tests.hostile_counts import record
-from tests.hostile_oracles import (MAX_EPISODES, MAX_SEED, RUN_FIELDS, check_config_is, check_episodes_are,
-                                   expected_config, expected_config_file, expected_episodes,
-                                   expected_override, is_integer)
+from tests.hostile_oracles import (MAX_EPISODES, RUN_FIELDS, check_config_is, expected_config,
+                                   expected_config_file, expected_episodes, expected_override)
 
 
 # ---------------------------------------------------------------- the config loader
@@ -254,194 +253,12 @@ def test_hostile_config_files(tmp_path_factory, text):
     check_config_outcome(expected_named_config_file(text), lambda: load_config(path))
 
 
-# ---------------------------------------------------------------- the episode generator
-
-alphabets = st.one_of(
-    st.lists(st.sampled_from(["A", "B", "Ω", "ü", "", "C"]), max_size=60),
-    st.lists(st.text(max_size=3), max_size=30),
-).map(np.array)
-hostile_numbers = st.one_of(st.integers(-3, 25), huge_ints, st.none(), st.booleans(), st.floats(),
-                            st.text(max_size=3), st.just(np.int64(3)), st.just([2]))
-HOSTILE_VALUES = {
-    "protocol": st.one_of(st.sampled_from(["official", "", "CROSS", "within "]), st.text(max_size=5), st.none(),
-                          st.integers()),
-    "n_way": hostile_numbers, "k_shot": hostile_numbers, "n_query": hostile_numbers,
-    "episodes": st.one_of(hostile_numbers, st.integers(1_000_001, 10 ** 30)),
-    "seed": st.one_of(hostile_numbers, st.integers(2 ** 63, 2 ** 90)),
-}
-
-
-@st.composite
-def episode_requests(draw):
-    """A plausible request, then (mostly) one or more fields replaced by hostile values."""
-    request = {"alphabet": draw(alphabets), "protocol": draw(st.sampled_from(["cross", "within"])),
-               "n_way": draw(st.integers(2, 12)), "k_shot": draw(st.integers(1, 6)),
-               "n_query": draw(st.integers(1, 6)), "episodes": draw(st.integers(1, 30)),
-               "seed": draw(st.integers(0, 2 ** 63 - 1))}
-    for field in draw(st.lists(st.sampled_from(sorted(HOSTILE_VALUES)), max_size=3, unique=True)):
-        request[field] = draw(HOSTILE_VALUES[field])
-    return request
-
-
-def request_for(alphabet, protocol="cross", n_way=2, k_shot=1, n_query=1, episodes=3, seed=0) -> dict:
-    return dict(alphabet=np.array(alphabet, dtype=str), protocol=protocol, n_way=n_way, k_shot=k_shot,
-                n_query=n_query, episodes=episodes, seed=seed)
-
-
-EPISODE_CASES = [  # hand-labelled: request, expected outcome
-    (dict(request=request_for(["A"] * 30, n_way=30, episodes=10 ** 9)), "refused"),  # absurd, refused before work
-    (dict(request=request_for(["A"] * 30, seed=-1)), "refused"),
-    (dict(request=request_for([], protocol="within")), "refused"),
-    (dict(request=request_for(["A"] * 30, n_way=30)), "accepted"),
-    (dict(request=request_for(["A"] * 3 + ["B"] * 2, protocol="within", n_way=3)), "accepted"),
-    (dict(request=request_for(["A"] * 2 + ["B"] * 2, protocol="within", n_way=3)), "refused"),
-    (dict(request=request_for(["A"] * 5, k_shot=10, n_query=10)), "accepted"),  # all 20 drawings
-    (dict(request=request_for(["A"] * 5, k_shot=10, n_query=11)), "refused"),
-    (dict(request=request_for(["A"] * 5, n_way=np.int64(3), seed=2 ** 63 - 1)), "accepted"),
-    (dict(request=request_for(["A"] * 5, n_way=True)), "refused"),
-    (dict(request=request_for(["A"] * 5, protocol="official")), "refused"),  # official runs are not drawn
-]
-
-
-@pytest.mark.both_outcomes
-@hostile(300)
-@given(request=episode_requests())
-@labelled_examples(EPISODE_CASES)
-def test_generate_gives_the_episodes_asked_for_or_an_episode_error(request):
-    outcome, result = check_outcome(expected_episodes(request), lambda: ep.generate(split_sha256="sha", **request))
-    record(outcome)
-    if outcome == "accepted":
-        check_episodes_are(result, request)
-
-
-def test_absurd_sizes_are_refused_before_any_work():
-    alphabet = np.array(["A"] * 600)
-    with pytest.raises(EpisodeError, match="episodes"):
-        ep.generate(alphabet, "sha", "cross", 5, 1, 1, 10 ** 12, 0)
-    with pytest.raises(EpisodeError, match="too large"):
-        ep.generate(alphabet, "sha", "cross", 500, 10, 10, 50_000, 0)
-
-
-# ---------------------------------------------------------------- frozen episode files
-
-FROZEN = ep.to_json(ep.generate(np.array(["A"] * 6 + ["B"] * 4), "s" * 64, "cross", 3, 2, 1, 4, 7))
-FROZEN_RAW = json.loads(FROZEN)
-FIELDS = list(FROZEN_RAW)
-# A changed or missing `episodes` header: test_bugs_these_tests_found_stay_fixed.
-CHANGED_FIELDS = [field for field in FIELDS if field != "episodes"]
-FROZEN_FILE_NAME = "set.json"
-# Fields the ids' hash does not cover but the loader checks by type: any valid value is accepted.
-FREE_HEADER = {
-    "protocol": lambda value: isinstance(value, str) and value in ("within", "cross", "official"),
-    "seed": lambda value: value is None or (is_integer(value) and 0 <= value <= MAX_SEED),
-    "split_sha256": lambda value: isinstance(value, str),  # checked against the data by load_frozen
-    "extra": lambda value: True,  # unknown keys are ignored, so that the format can grow
-}
-
-
-def refused_frozen() -> Refused:
-    return Refused(EpisodeError, ((FROZEN_FILE_NAME,),))
-
-
-def changed_field(field: str, value) -> tuple[dict, Refused | Accepted]:
-    """The format, the ids, their hash and the counts that fix the arrays' shapes admit only
-    their own value (exactly: 3.0 or true is not 3); the free header fields any valid one."""
-    raw = {**FROZEN_RAW, field: value}
-    if field in FREE_HEADER:
-        return raw, Accepted(raw) if FREE_HEADER[field](value) else refused_frozen()
-    return raw, Accepted(raw) if json.dumps(value) == json.dumps(FROZEN_RAW[field]) else refused_frozen()
-
-
-def forged_id(array: str, index: int, value: int) -> tuple[dict, Refused | Accepted]:
-    """One id changed and the hash recomputed, as a forger would: valid while it is an int64
-    and a possible id (>= 0; a label in [0, n_way)). Which image it points to is not load's
-    business: load has no data to check it against."""
-    raw = copy.deepcopy(FROZEN_RAW)
-    ids = np.array(raw[array], dtype=object)
-    ids.reshape(-1)[index % ids.size] = value
-    raw[array] = ids.tolist()
-    if not -2 ** 63 <= value < 2 ** 63:
-        return raw, refused_frozen()  # the forger cannot hash it either: the old hash stays
-    raw["ids_sha256"] = ep.ids_sha256(*(np.asarray(raw[name], dtype=np.int64) for name in ep.ARRAY_NAMES))
-    valid = 0 <= value < FROZEN_RAW["n_way"] if array == "query_label" else value >= 0
-    return raw, Accepted(raw) if valid else refused_frozen()
-
-
-def expected_frozen(change: tuple) -> tuple[str, Refused | Accepted]:
-    """(file text, expected outcome) of one change to a valid frozen file."""
-    kind, *arguments = change
-    if kind == "truncate":  # a cut JSON object is not JSON, unless only the trailing newline went
-        text = FROZEN[:arguments[0]]
-        return text, Accepted(FROZEN_RAW) if len(text) >= len(FROZEN.rstrip()) else refused_frozen()
-    if kind == "text":  # a valid file needs its format name and a 64-digit hash: more than 100 characters
-        return arguments[0], refused_frozen()
-    if kind == "drop":  # every field but `episodes` is required
-        return json.dumps({k: v for k, v in FROZEN_RAW.items() if k != arguments[0]}), refused_frozen()
-    raw, expected = changed_field(*arguments) if kind == "field" else forged_id(*arguments)
-    return json.dumps(raw), expected
-
-
-def expected_frozen_outcome(change: tuple) -> Refused | Accepted:
-    return expected_frozen(change)[1]
-
-
-def check_frozen_is(loaded: ep.EpisodeSet, raw: dict) -> None:
-    """The loaded set is what the file says, field by field."""
-    assert (loaded.protocol, loaded.n_way, loaded.k_shot, loaded.n_query, loaded.seed, loaded.split_sha256) == \
-           tuple(raw[key] for key in ("protocol", "n_way", "k_shot", "n_query", "seed", "split_sha256"))
-    for name in ep.ARRAY_NAMES:
-        assert np.array_equal(getattr(loaded, name), np.array(raw[name])), name
-    assert loaded.n_episodes == len(raw["support"]) and loaded.ids_sha256 == raw["ids_sha256"]
-
-
-FROZEN_CASES = [  # hand-labelled: change, expected outcome
-    (dict(change=("text", "[" * 100_000)), "refused"),
-    (dict(change=("field", "n_way", 1e400)), "refused"),  # json writes Infinity
-    (dict(change=("field", "n_way", 3.0)), "refused"),
-    (dict(change=("field", "support", [[[2 ** 70]]])), "refused"),
-    (dict(change=("truncate", len(FROZEN))), "accepted"),
-    (dict(change=("truncate", len(FROZEN) - 1)), "accepted"),  # only the final newline cut
-    (dict(change=("truncate", len(FROZEN) - 2)), "refused"),
-    (dict(change=("field", "seed", None)), "accepted"),
-    (dict(change=("field", "protocol", "official")), "accepted"),
-    (dict(change=("field", "protocol", "within ")), "refused"),
-    (dict(change=("ids", "query_label", 0, 3)), "refused"),
-    (dict(change=("ids", "support", 5, -1)), "refused"),
-    (dict(change=("ids", "query", 0, 2 ** 63 - 1)), "accepted"),
-    (dict(change=("drop", "ids_sha256")), "refused"),
-]
-frozen_changes = st.one_of(
-    st.tuples(st.just("truncate"), st.integers(0, len(FROZEN))),
-    st.tuples(st.just("field"), st.sampled_from(CHANGED_FIELDS + ["extra"]), junk),
-    st.tuples(st.just("drop"), st.sampled_from(CHANGED_FIELDS)),
-    st.tuples(st.just("text"), st.text(max_size=100)),
-    st.tuples(st.just("ids"), st.sampled_from(ep.ARRAY_NAMES), st.integers(0, 11),
-              st.one_of(huge_ints, st.integers(-5, 300))),
-)
-
-
-@pytest.mark.both_outcomes
-@hostile(200)
-@given(change=frozen_changes)
-@labelled_examples(FROZEN_CASES)
-def test_hostile_frozen_files(tmp_path_factory, change):
-    text, expected = expected_frozen(change)
-    path = tmp_path_factory.mktemp("frozen") / FROZEN_FILE_NAME
-    path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    outcome, loaded = check_outcome(expected, lambda: ep.load(path))
-    record(outcome)
-    if outcome == "accepted":
-        check_frozen_is(loaded, expected.value)
-
-
 # ---------------------------------------------------------------- the oracles, against hand labels
 
 @pytest.mark.parametrize("oracle, kwargs, label", [
     *((expected_one_field, kwargs, label) for kwargs, label in ONE_FIELD_CASES),
     *((expected_default_override, kwargs, label) for kwargs, label in OVERRIDE_CASES),
     *((expected_named_config_file, kwargs, label) for kwargs, label in CONFIG_FILE_CASES),
-    *((expected_episodes, kwargs, label) for kwargs, label in EPISODE_CASES),
-    *((expected_frozen_outcome, kwargs, label) for kwargs, label in FROZEN_CASES),
 ], ids=lambda value: case_id(value) if isinstance(value, dict) else None)
 def test_oracles_agree_with_hand_labelled_cases(oracle, kwargs, label):
     assert outcome_name(oracle(**kwargs)) == label
@@ -449,7 +266,8 @@ def test_oracles_agree_with_hand_labelled_cases(oracle, kwargs, label):
 
 # ---------------------------------------------------------------- bugs these tests found, fixed
 # Each case states the correct outcome; each once failed (a crash, a two-line message, or a
-# silent acceptance). The generators above still leave them out; these pin them.
+# silent acceptance). The generators above still leave them out; these pin them (those of
+# the episode files: tests/test_hostile_episodes.py).
 
 def load_config_text(tmp_path: Path, text: str) -> RunConfig:
     path = tmp_path / CONFIG_FILE_NAME
@@ -461,12 +279,6 @@ def override_default(override: str) -> RunConfig:
     raw = copy.deepcopy(DEFAULT_RAW)
     apply_override(raw, override)
     return config_from_dict(raw)
-
-
-def frozen_text(tmp_path: Path, raw: dict) -> ep.EpisodeSet:
-    path = tmp_path / FROZEN_FILE_NAME
-    path.write_text(json.dumps(raw), encoding="utf-8")
-    return ep.load(path)
 
 
 FIXED_BUGS = [
@@ -484,11 +296,6 @@ FIXED_BUGS = [
     pytest.param(Refused(ConfigError, (("methods.1", "must be a string"),)),
                  lambda tmp: config_from_dict({"methods": {1: {"lr": 0.1}, "1": {"lr": 0.2}}}),
                  id="method-names-that-collide"),
-    pytest.param(refused_frozen(), lambda tmp: frozen_text(tmp, {**FROZEN_RAW, "episodes": 999}),
-                 id="frozen-episodes-header-wrong"),
-    pytest.param(refused_frozen(),
-                 lambda tmp: frozen_text(tmp, {k: v for k, v in FROZEN_RAW.items() if k != "episodes"}),
-                 id="frozen-episodes-header-missing"),
 ]
 
 
