@@ -85,8 +85,15 @@ def _heatmap_figure(panels: dict[tuple, HeatmapCells], n_way: int):
     fig, grid = pyplot().subplots(rows, columns, squeeze=False,
                                   figsize=((side + 1.6) * columns + 1.2, (side + 1.2) * rows + 0.6))
     axes = list(grid.ravel())
+    for ax, cells in zip(axes, panels.values()):
+        # seaborn draws the whole figure once per panel to look at its tick labels: with the
+        # other panels hidden meanwhile, each of those draws costs one panel, not all of them.
+        for other in axes:
+            other.set_visible(other is ax)
+        _draw_colours(ax, cells, limit)
     for ax, ((task_set, protocol, k_shot), cells) in zip(axes, panels.items()):
-        _draw_panel(ax, cells, limit)
+        ax.set_visible(True)
+        _draw_marks(ax, cells, limit)
         ax.set_title(f"{task_set} ({protocol}, {k_shot}-shot)")
     for ax in axes[len(panels):]:
         ax.set_visible(False)  # an odd panel count leaves one square of the grid empty
@@ -113,10 +120,9 @@ def _annotate(ax, cells: HeatmapCells, limit: float) -> None:
                     color=".15" if luminance[row, column] > 0.408 else "w")
 
 
-def _draw_panel(ax, cells: HeatmapCells, limit: float) -> None:
-    """seaborn's heatmap of the differences, then a hatched square over each unsure cell."""
+def _draw_colours(ax, cells: HeatmapCells, limit: float) -> None:
+    """seaborn's heatmap of the differences."""
     import seaborn
-    from matplotlib.patches import Rectangle
 
     with warnings.catch_warnings():
         # seaborn 0.13.2 calls a colormap method that newer matplotlib deprecates: not ours to fix,
@@ -124,6 +130,12 @@ def _draw_panel(ax, cells: HeatmapCells, limit: float) -> None:
         warnings.filterwarnings("ignore", "The set_bad function", PendingDeprecationWarning)
         seaborn.heatmap(cells.difference, ax=ax, cmap=COLORMAP, center=0, vmin=-limit, vmax=limit,
                         square=True, linewidths=0.5, linecolor="white", cbar=False)
+
+
+def _draw_marks(ax, cells: HeatmapCells, limit: float) -> None:
+    """Over the colours: each cell's difference, a hatched square over each unsure cell, labels."""
+    from matplotlib.patches import Rectangle
+
     _annotate(ax, cells, limit)
     for row, column in zip(*np.nonzero(cells.hatched.to_numpy())):
         # Below the annotations (zorder 3), above the colours: the number stays readable.

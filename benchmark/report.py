@@ -167,7 +167,7 @@ def _task_order(records: pd.DataFrame, runs: list[RunSource]) -> list[str]:
     """Task sets in the order the runs' configs list them (first run first), then the others
     alphabetically."""
     listed = list(dict.fromkeys(name for run in runs for name in run.config.task_sets))
-    return sorted(set(records["task_set"]), key=lambda name: (_position(listed, name), name))
+    return sorted(records["task_set"].unique(), key=lambda name: (_position(listed, name), name))
 
 
 def _method_order(records: pd.DataFrame, runs: list[RunSource]) -> list[str]:
@@ -182,7 +182,7 @@ def _method_order(records: pd.DataFrame, runs: list[RunSource]) -> list[str]:
         base, _, label = name.partition(" (")  # method names are identifiers: no " (" in them
         return (_position(listed, base), base, _position(labels, label.removesuffix(")")), name)
 
-    return sorted(set(records["method"]), key=key)
+    return sorted(records["method"].unique(), key=key)
 
 
 def _sorted(frame: pd.DataFrame, tasks: list[str], methods: list[str] | None = None) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from benchmark.config import StatsConfig
-from benchmark.stats import bootstrap_ci, mcnemar_exact, normal_ci, summarize
+from benchmark.stats import bootstrap_ci, bootstrap_cis, group_numbers, mcnemar_exact, normal_ci, summarize
 
 
 def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_more_episodes():
@@ -24,6 +24,31 @@ def test_bootstrap_ci_is_seeded():
     values = np.random.default_rng(1).random(100)
     assert bootstrap_ci(values, 2000, 0.95, 3) == bootstrap_ci(values, 2000, 0.95, 3)
     assert bootstrap_ci(values, 2000, 0.95, 3) != bootstrap_ci(values, 2000, 0.95, 4)
+
+
+def test_bootstrap_cis_gives_each_array_the_interval_it_has_alone():
+    rng = np.random.default_rng(5)
+    arrays = [rng.random(size) for size in (7, 300, 300, 1000, 1)] + [np.zeros(0)]
+    together = bootstrap_cis(arrays, 500, 0.9, 2)
+    alone = [bootstrap_ci(values, 500, 0.9, 2) for values in arrays]
+    assert together[:-1] == alone[:-1]  # exactly: the same resamples and the same sums
+    assert all(math.isnan(bound) for bound in together[-1])
+
+
+@pytest.mark.parametrize("seeds", [[0, 3, -2], [0, 2 ** 40, 2 ** 62]])  # the second too far apart for one key
+def test_group_numbers_are_pandas_ngroup_for_every_kind_of_column(seeds):
+    rng = np.random.default_rng(6)
+    rows = 500
+    frame = pd.DataFrame({
+        "method": pd.Categorical(rng.choice(["b", "a", "c"], rows), categories=["c", "b", "a", "unused"]),
+        "task_set": rng.choice(["cross", "within"], rows),  # plain strings
+        "seed": rng.choice(seeds, rows),
+        "n_way": rng.choice([5, 20], rows),
+    })
+    columns = ["method", "task_set", "seed", "n_way"]
+    expected = frame.groupby(columns, sort=False, observed=True).ngroup().to_numpy()
+    assert (group_numbers(frame, columns) == expected).all()
+    assert len(group_numbers(frame.iloc[:0], columns)) == 0
 
 
 def test_bootstrap_ci_agrees_with_normal_ci_on_a_large_sample():
