@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from statistics import NormalDist

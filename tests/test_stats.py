@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.config import StatsConfig
 from benchmark.stats import bootstrap_ci, bootstrap_cis, group_numbers, mcnemar_exact, normal_ci, summarize
 
 
