@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
-from concurrent.futures import ThreadPoolExecutor
+import math
 from statistics import NormalDist
 
 import numpy as np
@@ -39,35 +38,72 @@ PAIRED_COLUMNS = TASK_COLUMNS + ["method_a", "method_b", "episodes", "accuracy_a
                                  "mcnemar_a_only", "mcnemar_b_only", "mcnemar_p"]
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)
 def bootstrap_indices(n_episodes: int, resamples: int, seed: int) -> np.ndarray:
     """Resampled episode indices (resamples, E). Depends only on (E, resamples, seed), so every
     method evaluated on the same episodes is resampled the same way: comparisons are paired.
-    Drawn once per (E, resamples, seed) and kept (read-only): a report draws them for every
-    (method, task set, N) and pair, most of which share E."""
+    Drawn once per (E, resamples, seed) and kept (read-only)."""
     rng = np.random.default_rng([seed, n_episodes])
     indices = rng.integers(0, n_episodes, size=(resamples, n_episodes))
     indices.setflags(write=False)
     return indices
 
 
-def bootstrap_ci(values: np.ndarray, resamples: int, confidence: float, seed: int) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of per-episode values."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    means = values[bootstrap_indices(len(values), resamples, seed)].mean(axis=1)
+@functools.lru_cache(maxsize=8)
+def bootstrap_counts(n_episodes: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, E): how many times each resample draws each episode, counted from
+    `bootstrap_indices` (the same draws). A resample's sum is then `counts @ values`."""
+    indices = bootstrap_indices(n_episodes, resamples, seed)
+    rows = np.arange(resamples)[:, None] * n_episodes
+    counts = np.bincount((indices + rows).ravel(), minlength=resamples * n_episodes)
+    counts = counts.reshape(resamples, n_episodes).astype(np.float64)
+    counts.setflags(write=False)
+    return counts
+
+
+def bootstrap_ci(values: np.ndarray, resamples: int, confidence: float, seed: int,
+                 denominator: int = 1) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-episode values `values / denominator`
+    (see `bootstrap_cis`)."""
+    return bootstrap_cis([values], [denominator], resamples, confidence, seed)[0]
+
+
+def bootstrap_cis(numerators: list[np.ndarray], denominators: list[int], resamples: int, confidence: float,
+                  seed: int) -> list[tuple[float, float]]:
+    """The percentile bootstrap interval of the mean of each array of per-episode values
+    `numerators[i] / denominators[i]`.
+
+    An accuracy is a number of correct answers over a number of queries, so the harness passes
+    integer numerators (see `common_denominator`): each resample's sum, `counts @ numerators`,
+    is then a sum of integers, exact in floating point in any order (BLAS, threads, CPU), and
+    its mean is one correctly rounded division. The intervals are the same on every machine, to
+    the bit; and every array over the same E is resampled in one matrix product, not hundreds
+    of gathers (a full report: 345 intervals in 0.05 s instead of 0.8 s).
+    """
     tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
+    intervals = [(float("nan"), float("nan"))] * len(numerators)
+    by_length: dict[int, list[int]] = {}
+    for position, values in enumerate(numerators):
+        by_length.setdefault(len(values), []).append(position)
+    for n_episodes, positions in by_length.items():
+        if n_episodes == 0:
+            continue
+        stacked = np.stack([np.asarray(numerators[i], dtype=np.float64) for i in positions], axis=1)
+        scale = n_episodes * np.array([denominators[i] for i in positions], dtype=np.float64)
+        means = bootstrap_counts(n_episodes, resamples, seed) @ stacked / scale
+        lows, highs = np.percentile(means, [tail, 100 - tail], axis=0)
+        for position, low, high in zip(positions, lows, highs):
+            intervals[position] = (float(low), float(high))
+    return intervals
 
 
-def bootstrap_cis(arrays: list[np.ndarray], resamples: int, confidence: float, seed: int) -> list[tuple[float, float]]:
-    """`bootstrap_ci` of each array, on all cores: a report has hundreds of them, each a gather
-    of resamples x E values, and numpy gathers and sums without holding the interpreter lock.
-    The same numbers as one at a time."""
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return list(pool.map(lambda values: bootstrap_ci(values, resamples, confidence, seed), arrays))
+def common_denominator(correct: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per-episode accuracies `correct / size` as integer numerators over one denominator (the
+    least common multiple of the sizes; in a complete run every episode of a method has the
+    same size, its queries times its seeds)."""
+    correct, size = np.asarray(correct, dtype=np.int64), np.asarray(size, dtype=np.int64)
+    denominator = math.lcm(*np.unique(size).tolist()) if len(size) else 1
+    return correct * (denominator // size), denominator
 
 
 def normal_ci(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -113,8 +149,9 @@ def _counted(records: pd.DataFrame, columns: list[str], width: int, within: np.n
 
 
 def episode_accuracy(records: pd.DataFrame) -> pd.DataFrame:
-    """Mean correctness per episode (over its queries and the method's seeds), with the group
-    columns: groups in the order they first appear, episodes ascending within each.
+    """Per episode, with the group columns: `mean` correctness over its queries and the
+    method's seeds, `correct` answers and `size` (queries x seeds); groups in the order they
+    first appear, episodes ascending within each.
 
     Counted with one integer key per (group, episode) and `np.bincount`: a full run has millions
     of records, and grouping them by seven columns took a second.
@@ -126,7 +163,8 @@ def episode_accuracy(records: pd.DataFrame) -> pd.DataFrame:
     sizes = np.bincount(key)
     present = np.flatnonzero(sizes)
     return (groups.iloc[present // width].reset_index(drop=True)
-            .assign(episode=present % width, mean=sums[present] / sizes[present], size=sizes[present]))
+            .assign(episode=present % width, mean=sums[present] / sizes[present],
+                    correct=sums[present].astype(np.int64), size=sizes[present]))
 
 
 def seed_accuracy(records: pd.DataFrame) -> pd.DataFrame:
@@ -148,7 +186,7 @@ def summarize(records: pd.DataFrame, stats: StatsConfig = StatsConfig(),
     """
     per_episode = episode_accuracy(records) if per_episode is None else per_episode
     per_seed = {key: group for key, group in seed_accuracy(records).groupby(GROUP_COLUMNS, sort=False, observed=True)}
-    rows, episode_values = [], []
+    rows, fractions = [], []
     for key, group in per_episode.groupby(GROUP_COLUMNS, sort=False, observed=True):
         values = group["mean"].to_numpy()
         # With equal queries per episode the mean of episode means is the mean over queries.
@@ -163,8 +201,9 @@ def summarize(records: pd.DataFrame, stats: StatsConfig = StatsConfig(),
                          ci_high=np.nan, ci_normal_low=normal_low, ci_normal_high=normal_high,
                          seeds=len(seeds), seed_std=float(seeds.std(ddof=1)) if len(seeds) > 1 else np.nan,
                          seed_min=float(seeds.min()), seed_max=float(seeds.max())))
-        episode_values.append(values)
-    for row, (low, high) in zip(rows, bootstrap_cis(episode_values, stats.resamples, stats.confidence, stats.seed)):
+        fractions.append(common_denominator(group["correct"].to_numpy(), group["size"].to_numpy()))
+    intervals = bootstrap_cis(*_unzipped(fractions), stats.resamples, stats.confidence, stats.seed)
+    for row, (low, high) in zip(rows, intervals):
         row.update(ci_low=low, ci_high=high)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     return summary.sort_values(["task_set", "n_way", "method"], kind="stable").reset_index(drop=True)
@@ -207,24 +246,37 @@ def paired_differences(records: pd.DataFrame, stats: StatsConfig = StatsConfig()
     """
     per_episode = episode_accuracy(records) if per_episode is None else per_episode
     first = _first_query_outcomes(records)
-    rows, differences_of_rows = [], []
+    rows, fractions = [], []
     for key, group in per_episode.groupby(TASK_COLUMNS, sort=False, observed=True):
-        table = _by_episode(group, "mean")
+        table, correct, size = (_by_episode(group, column) for column in ("mean", "correct", "size"))
         outcomes = first.get(key, {})
         for method_a, method_b in itertools.combinations(_ordered(list(table), order or []), 2):
             both = ~np.isnan(table[method_a]) & ~np.isnan(table[method_b])  # the episodes both have
             a, b = table[method_a][both], table[method_b][both]
             differences = a - b
-            differences_of_rows.append(differences)
+            fractions.append(_difference_fractions(correct[method_a][both], size[method_a][both],
+                                                   correct[method_b][both], size[method_b][both]))
             a_only, b_only = _discordant(outcomes.get(method_a), outcomes.get(method_b))
             rows.append(dict(zip(TASK_COLUMNS, key), method_a=method_a, method_b=method_b,
                              episodes=int(both.sum()), accuracy_a=float(a.mean()), accuracy_b=float(b.mean()),
                              difference=float(differences.mean()) if len(a) else np.nan,
                              mcnemar_a_only=a_only, mcnemar_b_only=b_only,
                              mcnemar_p=mcnemar_exact(a_only, b_only)))
-    for row, (low, high) in zip(rows, bootstrap_cis(differences_of_rows, stats.resamples, stats.confidence, stats.seed)):
+    intervals = bootstrap_cis(*_unzipped(fractions), stats.resamples, stats.confidence, stats.seed)
+    for row, (low, high) in zip(rows, intervals):
         row.update(ci_low=low, ci_high=high, significant=bool(low > 0 or high < 0))
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _difference_fractions(correct_a, size_a, correct_b, size_b) -> tuple[np.ndarray, int]:
+    """Per-episode differences of accuracy a - b as integer numerators over one denominator."""
+    (a, denominator_a), (b, denominator_b) = common_denominator(correct_a, size_a), common_denominator(correct_b, size_b)
+    denominator = math.lcm(denominator_a, denominator_b)
+    return a * (denominator // denominator_a) - b * (denominator // denominator_b), denominator
+
+
+def _unzipped(fractions: list[tuple[np.ndarray, int]]) -> tuple[list[np.ndarray], list[int]]:
+    return [numerators for numerators, _ in fractions], [denominator for _, denominator in fractions]
 
 
 def _by_episode(group: pd.DataFrame, column: str) -> dict[str, np.ndarray]:

@@ -25,11 +25,28 @@ def test_bootstrap_ci_is_seeded():
     assert bootstrap_ci(values, 2000, 0.95, 3) != bootstrap_ci(values, 2000, 0.95, 4)
 
 
+def test_bootstrap_means_of_integer_counts_are_exact_and_match_the_textbook_gather():
+    from fractions import Fraction
+
+    from benchmark.stats import bootstrap_indices
+
+    rng = np.random.default_rng(5)
+    correct, queries = rng.integers(0, 21, size=37), 20  # correct answers of 37 episodes of 20 queries
+    indices = bootstrap_indices(37, 300, 2)
+    # Each resample's mean, exactly, then rounded once: what the interval must be made of.
+    exact = np.array([float(Fraction(int(correct[row].sum()), 37 * queries)) for row in indices])
+    tail = (1 - 0.9) / 2 * 100
+    assert bootstrap_ci(correct, 300, 0.9, 2, denominator=queries) == tuple(np.percentile(exact, [tail, 100 - tail]))
+    textbook = np.percentile((correct / queries)[indices].mean(axis=1), [5, 95])  # float sums: last bits differ
+    assert np.allclose(bootstrap_ci(correct, 300, 0.9, 2, denominator=queries), textbook, rtol=0, atol=1e-12)
+
+
 def test_bootstrap_cis_gives_each_array_the_interval_it_has_alone():
     rng = np.random.default_rng(5)
-    arrays = [rng.random(size) for size in (7, 300, 300, 1000, 1)] + [np.zeros(0)]
-    together = bootstrap_cis(arrays, 500, 0.9, 2)
-    alone = [bootstrap_ci(values, 500, 0.9, 2) for values in arrays]
+    arrays = [rng.integers(-5, 20, size) for size in (7, 300, 300, 1000, 1)] + [np.zeros(0)]
+    denominators = [20, 20, 60, 3, 1, 20]
+    together = bootstrap_cis(arrays, denominators, 500, 0.9, 2)
+    alone = [bootstrap_ci(values, 500, 0.9, 2, denominator=d) for values, d in zip(arrays, denominators)]
     assert together[:-1] == alone[:-1]  # exactly: the same resamples and the same sums
     assert all(math.isnan(bound) for bound in together[-1])
 
@@ -105,8 +122,8 @@ def test_summarize_reports_the_mean_over_seeds_their_spread_and_the_episode_inte
     assert row.seed_std == pytest.approx(0.1) and (row.seed_min, row.seed_max) == (0.6, 0.8)
     # The episode interval resamples episodes of the seed-averaged accuracy: per-episode
     # means are 1 (60 episodes), 2/3 (10), 1/3 (10), 0 (20).
-    per_episode = np.mean([c for c in correct.values()], axis=0)
-    assert (row.ci_low, row.ci_high) == bootstrap_ci(per_episode, 2000, 0.95, 0)
+    correct_of_episode = np.sum([c for c in correct.values()], axis=0)  # of 3 answers, one a seed
+    assert (row.ci_low, row.ci_high) == bootstrap_ci(correct_of_episode, 2000, 0.95, 0, denominator=3)
 
 
 def test_mcnemar_exact_matches_hand_computed_values():
