@@ -39,14 +39,18 @@ class Capabilities:
 class EpisodeBatch:
     """All episodes of one (task set, N): ids into `images`, never the query labels."""
 
-    images: np.ndarray  # (n_images, 105, 105) uint8, 1 = ink, read-only; indexed by image id
+    # (n_images, 105, 105) uint8, 1 = ink, read-only; indexed by image id. For rotated classes
+    # (the Vinyals split) a view that rotates the images it is indexed for: index it by image
+    # ids (an array of them, or a slice), or take np.asarray of it for the whole array.
+    images: np.ndarray
     support: np.ndarray  # (E, N, k) image ids, class j of episode e is support[e, j]
     query: np.ndarray  # (E, Q) image ids
     images_key: str  # names `images` (the split's sha256), so a method may cache its embeddings
 
     def __post_init__(self):
         for array in (self.images, self.support, self.query):
-            array.setflags(write=False)
+            if isinstance(array, np.ndarray):
+                array.setflags(write=False)
 
     @property
     def n_episodes(self) -> int:
@@ -90,18 +94,20 @@ def checked_scores(scores, batch: EpisodeBatch) -> np.ndarray:
 
 class SharedComponents:
     """Parts several methods of a run share, such as one trained backbone under several heads:
-    each is built once per (key, training seed) and its time is kept apart from the fits."""
+    each is built once per (key, training seed, training split) and its time is kept apart
+    from the fits."""
 
     def __init__(self):
-        self._built: dict[tuple[str, int], Any] = {}
-        self.seconds: dict[str, float] = {}  # "key (seed S)" -> seconds its build took
+        self._built: dict[tuple[str, int, str], Any] = {}
+        self.seconds: dict[str, float] = {}  # "key (seed S)" or "key (seed S, SPLIT)" -> seconds its build took
 
-    def get(self, key: str, seed: int, build: Callable[[], Any]) -> Any:
-        if (key, seed) not in self._built:
+    def get(self, key: str, seed: int, build: Callable[[], Any], training_split: str = "background") -> Any:
+        if (key, seed, training_split) not in self._built:
             started = time.perf_counter()
-            self._built[(key, seed)] = build()
-            self.seconds[f"{key} (seed {seed})"] = time.perf_counter() - started
-        return self._built[(key, seed)]
+            self._built[(key, seed, training_split)] = build()
+            where = "" if training_split == "background" else f", {training_split}"
+            self.seconds[f"{key} (seed {seed}{where})"] = time.perf_counter() - started
+        return self._built[(key, seed, training_split)]
 
 
 @dataclass
@@ -117,20 +123,22 @@ class FitContext:
     # Called by the training loop after each validation, as on_validation(step, accuracy):
     # to watch training (perf/), never to change it.
     on_validation: Callable[[int, float], None] | None = field(default=None, repr=False)
-    # Set by the runner: what the run's methods share (see `shared`).
+    # Set by the runner: what the run's methods share (see `shared`), and the name of the split
+    # being fitted on (parts built on one training split are never handed to a fit on another).
     components: SharedComponents | None = field(default=None, repr=False)
+    training_split: str = "background"
 
     def generator(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)
 
     def shared(self, key: str, build: Callable[[], Any]) -> Any:
         """A part that other methods of the run may share, built by `build()` the first time a
-        method asks for `key` with this training seed and handed to the others as it is (so
+        method asks for `key` with this training seed and split, and handed to the others as it is (so
         it must not be changed in place). run.json reports its time apart from the fits.
         Name the key after everything that shapes the part (e.g. "pixel_pca-64")."""
         if self.components is None:  # outside a run (contract checks, perf/): nothing to share with
             return build()
-        return self.components.get(key, self.seed, build)
+        return self.components.get(key, self.seed, build, self.training_split)
 
 
 def hyperparameters(cls: type) -> dict[str, inspect.Parameter]:

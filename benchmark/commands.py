@@ -265,7 +265,7 @@ def freeze_command(args) -> int:
                           f"tasks/frozen/{config.name}` to it, or pass --out DIR")
     _, task_sets = load_data_and_tasks(config, args.data_dir, download=not args.no_download, progress=False,
                                        use_frozen=False)
-    written = freeze(task_sets, config, directory)
+    written = freeze(task_sets, directory)
     for file in written:
         print(f"{file.status:<9}  {_shown(file.path)}  {file.episodes} episodes  ids sha256 {file.ids_sha256}")
     for path in stale_frozen_files(directory, written):

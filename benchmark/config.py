@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
-from benchmark.data import SPLITS
 from benchmark.errors import ConfigError
 from benchmark.limits import MAX_RESAMPLES, MAX_SEED
 from tasks.protocols import ALL as PROTOCOLS
+from tasks.protocols import EPISODE_SPLITS, SPLITS
 
 DEVICES = ("auto", "cpu", "cuda")
 # The config name becomes part of the run folder's name: no separators, no surprises.
@@ -40,12 +40,14 @@ class TaskSetConfig:
 
     protocol: str
     n_way: tuple[int, ...] = (20,)
-    k_shot: int = 1
+    k_shot: tuple[int, ...] = (1,)  # a sweep too: one episode set per (N, k)
     n_query: int = 1
     episodes: int = 1000
     seed: int = 0
-    # "background" measures on the training alphabets, to make overfitting visible.
-    split: str = "evaluation"
+    # Where the episodes are drawn from; unset: the protocol's test split (tasks/protocols.py).
+    # A training split ("background", "vinyals_trainval") measures on the training classes, to
+    # make overfitting visible.
+    split: str | None = None
     # Run only methods that train (capabilities.needs_training): a background task set says
     # nothing about an untrained method but costs as much as an evaluation one.
     only_trained: bool = False
@@ -53,10 +55,18 @@ class TaskSetConfig:
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"protocol {self.protocol!r} is unknown: use one of {', '.join(PROTOCOLS)}")
+        allowed = EPISODE_SPLITS[self.protocol]
+        if self.split is None:
+            object.__setattr__(self, "split", allowed[0])
         if self.split not in SPLITS:
             raise ConfigError(f"split {self.split!r} is unknown: use one of {', '.join(SPLITS)}")
+        if self.split not in allowed:
+            raise ConfigError(f"split {self.split!r} does not go with protocol {self.protocol!r}: "
+                              f"use {' or '.join(allowed)}")
         if not self.n_way:
             raise ConfigError("n_way is empty: give at least one number of ways")
+        if not self.k_shot:
+            raise ConfigError("k_shot is empty: give at least one number of shots")
         check_seed(self.seed, "seed")
 
 

@@ -206,10 +206,11 @@ class RunWriter:
         for key, seconds in built.items():
             self.manifest.components[key] = {"seconds": round(seconds, 3), "built_during": method}
 
-    def record_outcome(self, name: str, label: str, seed: int, timing: dict | None, failure: str | None) -> None:
-        """A method's times for one seed, or why it failed; a failure of an earlier attempt is cleared."""
+    def record_outcome(self, name: str, label: str, key: str, timing: dict | None, failure: str | None) -> None:
+        """A method's times for one fit (`key`: seed/training split), or why it failed; a failure
+        of an earlier attempt is cleared."""
         if timing is not None:
-            self.manifest.methods[name].timing[str(seed)] = timing
+            self.manifest.methods[name].timing[key] = timing
         if failure is None:
             self.manifest.failures.pop(label, None)
         else:

@@ -16,6 +16,7 @@ from typing import Any
 from benchmark.config import RunConfig, config_from_dict
 from benchmark.environment import Environment
 from benchmark.errors import RunFolderError
+from tasks.protocols import TRAINING_SPLIT
 
 RUN_FORMAT = "oneshot-benchmark/run/v2"  # v1 held the records in one records.csv, by byte ranges
 
@@ -57,6 +58,18 @@ def _parts(key: str) -> tuple[str, int, int]:
     return name, int(ways.removesuffix("way")), int(shots.removesuffix("shot"))
 
 
+def fit_label(name: str, seed: int, seeds, training_split: str = "background") -> str:
+    """How messages and run.json's failures name one fit of a method: with its seed when the
+    run has several, and with its training split when that is not Lake's background."""
+    label = name if len(seeds) == 1 else f"{name} (seed {seed})"
+    return label if training_split == "background" else f"{label} on {training_split}"
+
+
+def _training_split(config: RunConfig, key: str) -> str:
+    """The split methods are fitted on for the task set of a task-set key."""
+    return TRAINING_SPLIT[config.task_sets[_parts(key)[0]].protocol]
+
+
 def chunk_key(method: str, seed: int, task_set: str, n_way: int, k_shot: int) -> tuple:
     """What identifies a chunk: a run holds at most one chunk per key."""
     return (method, seed, task_set, n_way, k_shot)
@@ -70,7 +83,8 @@ class MethodEntry:
     params: dict | None = None
     capabilities: dict[str, bool] = field(default_factory=dict)
     device: str | None = None  # where it was fitted and run (None in runs made before this field)
-    timing: dict[str, dict] = field(default_factory=dict)  # seed -> fit/predict seconds, peak RSS
+    # "SEED/TRAINING_SPLIT" (one fit) -> fit and predict seconds, peak RSS
+    timing: dict[str, dict] = field(default_factory=dict)
 
     @property
     def needs_training(self) -> bool:
@@ -116,15 +130,18 @@ class RunManifest:
             if entry is None or entry.params is None:
                 lines.append(f"{name}: not started")
                 continue
+            keys = [key for key in self.task_sets
+                    if entry.needs_training or not config.task_sets[_parts(key)[0]].only_trained]
             for seed in self.seeds if entry.needs_training else self.seeds[:1]:
-                keys = [key for key in self.task_sets
-                        if entry.needs_training or not config.task_sets[_parts(key)[0]].only_trained]
-                todo = [key for key in keys if chunk_key(name, seed, *_parts(key)) not in done]
-                if todo:
-                    label = name if len(self.seeds) == 1 else f"{name} (seed {seed})"
-                    failure = self.failures.get(label)
-                    lines.append(f"{label}: {len(todo)} of {len(keys)} task sets missing ({', '.join(todo[:3])}"
-                                 f"{', ...' if len(todo) > 3 else ''})" + (f"; it failed: {failure}" if failure else ""))
+                for training_split in dict.fromkeys(_training_split(config, key) for key in keys):
+                    of_split = [key for key in keys if _training_split(config, key) == training_split]
+                    todo = [key for key in of_split if chunk_key(name, seed, *_parts(key)) not in done]
+                    if todo:
+                        label = fit_label(name, seed, self.seeds, training_split)
+                        failure = self.failures.get(label)
+                        lines.append(f"{label}: {len(todo)} of {len(of_split)} task sets missing "
+                                     f"({', '.join(todo[:3])}{', ...' if len(todo) > 3 else ''})"
+                                     + (f"; it failed: {failure}" if failure else ""))
         return lines
 
     def has_results(self, method: str) -> bool:

@@ -1,4 +1,9 @@
-"""Fit each method once per training seed, predict every task set, and save records as they finish.
+"""Fit each method once per training seed and training split, predict every task set, and save
+records as they finish.
+
+A method is fitted on the split its task sets' protocol trains on (tasks/protocols.py: Lake's
+background alphabets, or the Vinyals trainval classes), once per split the run needs, and
+predicts only the task sets of that split's protocol.
 
 The run folder (benchmark/run_folder.py) is written through one `RunWriter`: each (method,
 seed, task set, N) is written to a file of its own and listed in run.json as soon as it is
@@ -26,8 +31,8 @@ from benchmark.environment import Environment, peak_rss_mb
 from benchmark.errors import BenchmarkError, ConfigError, MethodError
 from benchmark.paths import CHECKPOINT_DIR
 from benchmark.run_folder import RunFolder, RunWriter
-from benchmark.run_manifest import DataEntry, RunManifest, chunk_key, task_set_hashes
-from tasks.sets import TaskSet
+from benchmark.run_manifest import DataEntry, RunManifest, chunk_key, fit_label, task_set_hashes
+from tasks.sets import TaskSet, data_split
 
 
 @dataclass
@@ -72,16 +77,27 @@ def run_benchmark(config: RunConfig, method_names: list[str], data, task_sets: l
     with RunFolder(out_dir).writer(fresh, options.log) as writer:
         for name in method_names:
             for seed in _seeds_of(methods[name], seeds):
-                label = name if len(seeds) == 1 else f"{name} (seed {seed})"
-                todo = _todo(methods[name], name, seed, config, task_sets, writer, label, options.log)
-                if not todo:
-                    continue
-                # A fresh instance per seed: nothing fitted for one seed leaks into another.
-                method = methods[name] if len(seeds) == 1 else registry.create_method(name, config.methods.get(name, {}))
-                failure = _run_method(method, name, label, seed, data, todo, writer, options, components)
-                if failure is not None:
-                    failures[label] = failure
+                todo = _todo(methods[name], name, seed, config, task_sets, writer, fit_label(name, seed, seeds),
+                             options.log)
+                for index, (training_split, its_task_sets) in enumerate(_by_training_split(todo).items()):
+                    # A fresh instance for each fit but a lone seed's first: nothing fitted for
+                    # one seed or training split leaks into another.
+                    reuse = len(seeds) == 1 and index == 0
+                    method = methods[name] if reuse else registry.create_method(name, config.methods.get(name, {}))
+                    label = fit_label(name, seed, seeds, training_split)
+                    failure = _run_method(method, name, label, seed, data, training_split, its_task_sets, writer,
+                                          options, components)
+                    if failure is not None:
+                        failures[label] = failure
     return RunOutcome(Path(out_dir), failures)
+
+
+def _by_training_split(task_sets: list[TaskSet]) -> dict[str, list[TaskSet]]:
+    """The task sets grouped by the split their methods are fitted on, in order of appearance."""
+    groups: dict[str, list[TaskSet]] = {}
+    for task_set in task_sets:
+        groups.setdefault(task_set.training_split, []).append(task_set)
+    return groups
 
 
 def _todo(method, name: str, seed: int, config: RunConfig, task_sets, writer: RunWriter, label, log) -> list:
@@ -112,9 +128,10 @@ def _device_of(method, run_device: str) -> str:
     return run_device if method.capabilities.uses_gpu else "cpu"
 
 
-def _run_method(method, name: str, label: str, seed: int, data, task_sets, writer: RunWriter,
+def _run_method(method, name: str, label: str, seed: int, data, training_split: str, task_sets, writer: RunWriter,
                 options: RunOptions, components: SharedComponents) -> str | None:
-    """Fit and predict one (method, seed) into the run folder; the reason when it fails.
+    """Fit one (method, seed) on `training_split` and predict its task sets into the run
+    folder; the reason when it fails.
 
     A method's failure is reported and the others go on; Ctrl-C stops the run.
     """
@@ -123,7 +140,8 @@ def _run_method(method, name: str, label: str, seed: int, data, task_sets, write
         writer.record_method(name, registry.source_of(name), _jsonable(method.get_params()),
                              {f.name: getattr(method.capabilities, f.name) for f in fields(method.capabilities)},
                              device)
-        timing = _fit_and_predict(method, label, seed, data, task_sets, writer, options, device, components)
+        timing = _fit_and_predict(method, label, seed, data_split(data, training_split), data, task_sets, writer,
+                                  options, device, components)
     except KeyboardInterrupt:
         raise
     except BenchmarkError as error:
@@ -131,24 +149,31 @@ def _run_method(method, name: str, label: str, seed: int, data, task_sets, write
     except Exception as error:  # a method's own bug: report it and let the others finish
         failure = f"{type(error).__name__}: {error}"
     else:
-        writer.record_outcome(name, label, seed, timing, None)
+        writer.record_outcome(name, label, timing_key(seed, training_split), timing, None)
         return None
     options.log(f"method {label} failed: {failure}")
-    writer.record_outcome(name, label, seed, None, failure)
+    writer.record_outcome(name, label, timing_key(seed, training_split), None, failure)
     return failure
 
 
-def _fit_and_predict(method, label, seed, data, task_sets, writer: RunWriter, options, device, components) -> dict:
+def timing_key(seed: int, training_split: str) -> str:
+    """Where run.json keeps one fit's times: "SEED/TRAINING_SPLIT", e.g. "0/background"."""
+    return f"{seed}/{training_split}"
+
+
+def _fit_and_predict(method, label, seed, training_split, data, task_sets, writer: RunWriter, options, device,
+                     components) -> dict:
     context = FitContext(device=device, seed=seed, progress=options.progress,
                          checkpoints=CheckpointStore(options.checkpoint_dir, log=options.log),
-                         retrain=options.retrain, log=options.log, components=components)
+                         retrain=options.retrain, log=options.log, components=components,
+                         training_split=training_split.name)
     built_before = set(components.seconds)
     # Layer initialisation in plugins often uses torch's global generator: seeding it here
     # makes such methods reproducible and independent of the order methods run in.
     torch.manual_seed(seed)
     started = time.perf_counter()
     try:
-        fitted = method.fit(data.background, context)
+        fitted = method.fit(training_split, context)
     except BenchmarkError:
         raise
     except Exception as error:

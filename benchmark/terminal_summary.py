@@ -58,15 +58,17 @@ def _times_table(runs: list) -> str:
     rows = []
     for run in runs:
         for name, entry in run.manifest.methods.items():
-            for seed, timing in entry.timing.items():
-                rows.append([run.shown.get(name, name), seed, f"{timing['fit_seconds']:.1f}",
+            for key, timing in entry.timing.items():
+                seed, _, training_split = key.partition("/")
+                rows.append([run.shown.get(name, name), seed, training_split, f"{timing['fit_seconds']:.1f}",
                              f"{timing['predict_seconds']:.1f}", f"{timing['peak_rss_mb']:.0f}"])
         for key, component in run.manifest.components.items():
-            rows.append([f"shared: {key}, built for {component['built_during']}", "", f"{component['seconds']:.1f}",
-                         "", ""])
+            rows.append([f"shared: {key}, built for {component['built_during']}", "", "",
+                         f"{component['seconds']:.1f}", "", ""])
     if not rows:
         return ""
-    return "times\n" + text_table(["method", "seed", "fit s", "predict s", "peak RSS MB"], rows, right={1, 2, 3, 4})
+    return "times\n" + text_table(["method", "seed", "fitted on", "fit s", "predict s", "peak RSS MB"], rows,
+                                   right={1, 3, 4, 5})
 
 
 def _files(folder: Path) -> str:

@@ -14,8 +14,9 @@ learning rate from the one schedule function (`learning_rate_factor`), steps the
 optimiser, validates every `validate_every` steps and at the end, keeps the best weights,
 stops early after `patience` validations without improvement, and shows one progress bar.
 
-Training sees the training split only. Some of its alphabets are held out to validate
-(`split_background`); the test alphabets are never touched.
+Training sees the training split only. Some of its classes are held out to validate
+(`split_background`: whole alphabets, or the validation list a split names, as Vinyals et
+al.'s `val`); the test classes are never touched.
 """
 
 from __future__ import annotations
@@ -46,14 +47,19 @@ PROGRESS_EVERY = 50  # steps between loss readings for the progress bar (each on
 # ---- data for training -------------------------------------------------------------------
 
 def split_background(background, validation_alphabets: int):
-    """(train, validation) splits of the training alphabets; validation is None for 0.
+    """(train, validation) splits of the training split; validation is None for 0.
 
-    The held-out alphabets are spread evenly over the sorted names of those with at least
-    VALIDATION_WAYS characters (so 20-way within-alphabet validation is possible). The choice
-    does not depend on the training seed: every seed is validated on the same alphabets.
+    A training split that names its own validation classes (the Vinyals split's `val`) is split
+    that way, whatever the number. Otherwise `validation_alphabets` alphabets are held out,
+    spread evenly over the sorted names of those with at least VALIDATION_WAYS characters (so
+    20-way within-alphabet validation is possible). The choice does not depend on the training
+    seed: every seed is validated on the same classes.
     """
     if validation_alphabets <= 0:
         return background, None
+    named = background.held_out() if hasattr(background, "held_out") else None
+    if named is not None:
+        return named
     names, counts = np.unique(background.alphabet, return_counts=True)
     eligible = [str(n) for n, c in zip(names, counts) if c >= VALIDATION_WAYS] or [str(n) for n in names]
     if validation_alphabets >= len(names):
@@ -71,13 +77,14 @@ def resize_images(images: np.ndarray | torch.Tensor, size: int, device="cpu",
 
     Averaging keeps thin strokes visible when shrinking (nearest-neighbour sampling drops them).
     """
-    if isinstance(images, np.ndarray):
-        with warnings.catch_warnings():  # splits are read-only; each chunk is copied below, never written
-            warnings.simplefilter("ignore", UserWarning)
-            images = torch.as_tensor(images)
     out = []
     for start in range(0, len(images), chunk):
-        part = images[start:start + chunk].to(device=device, dtype=torch.float32).unsqueeze(1)
+        part = images[start:start + chunk]  # a numpy array, a tensor, or rotated images read as numpy
+        if not isinstance(part, torch.Tensor):
+            with warnings.catch_warnings():  # splits are read-only; the chunk is copied below, never written
+                warnings.simplefilter("ignore", UserWarning)
+                part = torch.as_tensor(part)
+        part = part.to(device=device, dtype=torch.float32).unsqueeze(1)
         out.append(part if size == part.shape[-1] else F.interpolate(part, size=(size, size), mode="area"))
     return torch.cat(out) if out else torch.zeros((0, 1, size, size), device=device)
 

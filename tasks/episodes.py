@@ -1,5 +1,9 @@
 """Episode sets: seeded N-way k-shot tasks over one Omniglot split, and their frozen files.
 
+`within` draws the N classes from one alphabet; `cross` and `vinyals` from the whole split
+(Lake's characters, or the Vinyals split's rotated classes). Each class gets k support and q
+query drawings, all distinct.
+
 Episode i is drawn from `np.random.default_rng([seed, i])` alone, so it does not depend on
 how many episodes are asked for, on their order, or on parallelism. Characters are drawn
 without replacement and keep the order in which they were drawn, so the position of the
@@ -78,7 +82,7 @@ def ids_sha256(support: np.ndarray, query: np.ndarray, query_label: np.ndarray) 
 
 def max_n_way(alphabet: np.ndarray, protocol: str) -> int:
     """The largest N the protocol can draw from a split with these character alphabets."""
-    if protocol == "cross":
+    if protocol != "within":  # any characters (cross) or classes (vinyals) of the split
         return len(alphabet)
     _, counts = np.unique(alphabet, return_counts=True)
     return int(counts.max()) if len(counts) else 0

@@ -9,6 +9,7 @@ refused with one line that says how to fix it.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tasks import episodes as episode_sets
 from tasks import protocols
 from tasks.episodes import EpisodeSet
 from tasks.official import official_episode_set
+from tasks.vinyals import SPLIT_LISTS, vinyals_split
 # The official runs are fixed by Lake et al.: 20 runs, 20-way, 1-shot, 1 query per class.
 OFFICIAL_SHAPE = {"n_way": 20, "k_shot": 1, "n_query": 1, "episodes": 20, "seed": None}
 
@@ -37,10 +39,31 @@ class TaskSet:
     def label(self) -> str:
         return f"{self.name} {self.episodes.n_way}-way {self.episodes.k_shot}-shot"
 
+    @property
+    def training_split(self) -> str:
+        """The split a method is fitted on before it predicts these episodes (its protocol's)."""
+        return protocols.TRAINING_SPLIT[self.episodes.protocol]
+
     def batch(self, data) -> EpisodeBatch:
         """What a method's `predict` gets for these episodes: ids into their split's images."""
-        split = getattr(data, self.split)
+        split = data_split(data, self.split)
         return EpisodeBatch(split.flat_images, self.episodes.support, self.episodes.query, split.sha256)
+
+
+_DERIVED_SPLITS = weakref.WeakKeyDictionary()  # data -> {name: split}: built once per data
+
+
+def data_split(data, name: str):
+    """The split `name` of the data (tasks/protocols.py SPLITS): Lake's two as loaded, the
+    Vinyals ones built from the shipped class lists the first time they are asked for."""
+    if name in ("background", "evaluation"):
+        return getattr(data, name)
+    if name not in SPLIT_LISTS:
+        raise ConfigError(f"split {name!r} is unknown: use one of {', '.join(protocols.SPLITS)}")
+    built = _DERIVED_SPLITS.setdefault(data, {})
+    if name not in built:
+        built[name] = vinyals_split(data, name)
+    return built[name]
 
 
 def resolve_task_sets(config: RunConfig, data, official_runs=None, use_frozen: bool = True,
@@ -60,30 +83,30 @@ def resolve_task_sets(config: RunConfig, data, official_runs=None, use_frozen: b
     frozen = frozen_directory(config) if use_frozen else None
     resolved = []
     for name, task_set in config.task_sets.items():
-        split = getattr(data, task_set.split)
-        if task_set.protocol == protocols.OFFICIAL:
-            if task_set.split != "evaluation":
-                raise EpisodeError(f"task set {name!r}: the official runs use evaluation images; "
-                                   f"remove its split setting")
+        split = data_split(data, task_set.split)
+        if task_set.protocol == protocols.OFFICIAL:  # evaluation images: the config allows no other split
             if frozen is not None:
-                episodes = load_frozen(frozen, name, task_set, OFFICIAL_SHAPE["n_way"], split.sha256)
+                episodes = load_frozen(frozen, name, task_set, OFFICIAL_SHAPE["n_way"], OFFICIAL_SHAPE["k_shot"],
+                                       split.sha256)
             else:
                 episodes = official_runs()
             resolved.append(TaskSet(name, "evaluation", episodes))
             continue
-        for n_way in task_set.n_way:
-            if frozen is not None:
-                resolved.append(TaskSet(name, task_set.split,
-                                        load_frozen(frozen, name, task_set, n_way, split.sha256)))
-                continue
-            try:
-                episodes = episode_sets.generate(
-                    split.alphabet, split.sha256, task_set.protocol, n_way, task_set.k_shot,
-                    task_set.n_query, task_set.episodes, task_set.seed)
-            except EpisodeError as error:
-                raise EpisodeError(f"task set {name!r}: {error}") from None
-            resolved.append(TaskSet(name, task_set.split, episodes))
+        for k_shot in task_set.k_shot:
+            for n_way in task_set.n_way:
+                resolved.append(TaskSet(name, task_set.split, _episodes(frozen, name, task_set, split, n_way, k_shot)))
     return resolved
+
+
+def _episodes(frozen: Path | None, name: str, task_set: TaskSetConfig, split, n_way: int, k_shot: int) -> EpisodeSet:
+    """One (task set, N, k)'s episodes: loaded from its frozen file, else generated."""
+    if frozen is not None:
+        return load_frozen(frozen, name, task_set, n_way, k_shot, split.sha256)
+    try:
+        return episode_sets.generate(split.alphabet, split.sha256, task_set.protocol, n_way, k_shot,
+                                     task_set.n_query, task_set.episodes, task_set.seed)
+    except EpisodeError as error:
+        raise EpisodeError(f"task set {name!r}: {error}") from None
 
 
 def frozen_directory(config: RunConfig) -> Path | None:
@@ -94,27 +117,27 @@ def frozen_directory(config: RunConfig) -> Path | None:
     return directory if directory.is_absolute() else PROJECT_ROOT / directory
 
 
-def frozen_path(directory: str | Path, name: str, task_set: TaskSetConfig, n_way: int) -> Path:
-    """Where the frozen file of one (task set, N) lives."""
-    return Path(directory) / f"{name}-{n_way}way-{task_set.k_shot}shot.json"
+def frozen_path(directory: str | Path, name: str, n_way: int, k_shot: int) -> Path:
+    """Where the frozen file of one (task set, N, k) lives."""
+    return Path(directory) / f"{name}-{n_way}way-{k_shot}shot.json"
 
 
-def expected_parameters(task_set: TaskSetConfig, n_way: int) -> dict:
-    """What a frozen file of this (task set, N) must say about itself."""
+def expected_parameters(task_set: TaskSetConfig, n_way: int, k_shot: int) -> dict:
+    """What a frozen file of this (task set, N, k) must say about itself."""
     if task_set.protocol == protocols.OFFICIAL:
         return {"protocol": protocols.OFFICIAL, **OFFICIAL_SHAPE}
-    return {"protocol": task_set.protocol, "n_way": n_way, "k_shot": task_set.k_shot,
+    return {"protocol": task_set.protocol, "n_way": n_way, "k_shot": k_shot,
             "n_query": task_set.n_query, "episodes": task_set.episodes, "seed": task_set.seed}
 
 
-def load_frozen(directory: Path, name: str, task_set: TaskSetConfig, n_way: int,
+def load_frozen(directory: Path, name: str, task_set: TaskSetConfig, n_way: int, k_shot: int,
                 split_sha256: str) -> EpisodeSet:
     """Load one frozen file and check it against the data and the config."""
-    path = frozen_path(directory, name, task_set, n_way)
+    path = frozen_path(directory, name, n_way, k_shot)
     episodes = episode_sets.load(path, split_sha256)  # checks the ids and the data's sha256
     actual = {"protocol": episodes.protocol, "n_way": episodes.n_way, "k_shot": episodes.k_shot,
               "n_query": episodes.n_query, "episodes": episodes.n_episodes, "seed": episodes.seed}
-    for key, wanted in expected_parameters(task_set, n_way).items():
+    for key, wanted in expected_parameters(task_set, n_way, k_shot).items():
         if actual[key] != wanted:
             raise EpisodeError(f"frozen episode file {path} has {key}={actual[key]!r} but the config's "
                                f"task set {name!r} asks for {key}={wanted!r}: refreeze with `python "
@@ -130,12 +153,12 @@ class FrozenFile:
     status: str  # "new", "unchanged" or "changed"
 
 
-def freeze(task_sets: list[TaskSet], config: RunConfig, directory: Path) -> list[FrozenFile]:
+def freeze(task_sets: list[TaskSet], directory: Path) -> list[FrozenFile]:
     """Write each task set to its frozen file in `directory`; say which files changed."""
     written = []
     for task_set in task_sets:
         episodes = task_set.episodes
-        path = frozen_path(directory, task_set.name, config.task_sets[task_set.name], episodes.n_way)
+        path = frozen_path(directory, task_set.name, episodes.n_way, episodes.k_shot)
         text = episode_sets.to_json(episodes)
         before = path.read_text(encoding="utf-8") if path.exists() else None
         try:

@@ -129,9 +129,19 @@ n_ways = st.one_of(st.integers(2, 18), st.lists(st.integers(2, 18), min_size=1, 
 probabilities = st.floats(0, 1, exclude_min=True, exclude_max=True)
 task_set_names = st.text(st.one_of(st.characters(categories=["L", "N"]), st.sampled_from("_-")),
                          min_size=1, max_size=8).filter(lambda name: name.strip("_-"))
-task_set_entries = st.fixed_dictionaries({"protocol": st.sampled_from(["cross", "within", "official"])}, optional={
-    "n_way": n_ways, "k_shot": counts, "n_query": counts, "episodes": st.integers(1, 20), "seed": seeds,
-    "split": st.sampled_from(["background", "evaluation"]), "only_trained": st.booleans()})
+
+
+def task_set_entry(protocol: str, splits: list[str]):
+    """A valid task set of one protocol: its split, when set, is one the protocol draws from."""
+    return st.fixed_dictionaries({"protocol": st.just(protocol)}, optional={
+        "n_way": n_ways, "k_shot": st.one_of(counts, st.lists(counts, min_size=1, max_size=3)), "n_query": counts,
+        "episodes": st.integers(1, 20), "seed": seeds, "split": st.sampled_from(splits), "only_trained": st.booleans()})
+
+
+# (Vinyals task sets are tried by hand-labelled examples: the synthetic data has none of their classes.)
+task_set_entries = st.one_of(task_set_entry("cross", ["background", "evaluation"]),
+                             task_set_entry("within", ["background", "evaluation"]),
+                             task_set_entry("official", ["evaluation"]))
 plain_data = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), one_line_text(max_size=8)),
                           lambda inner: st.one_of(st.lists(inner, max_size=3),
                                                   st.dictionaries(one_line_text(max_size=6), inner, max_size=3)),

@@ -80,7 +80,8 @@ def as_probability(value):
 
 
 def as_n_ways(value):
-    """One number of ways, or a non-empty list of them (any integers: the generator judges their size)."""
+    """One number (of ways, of shots), or a non-empty list of them (any integers: the generator
+    judges their size)."""
     values = list(value) if isinstance(value, (list, tuple)) else [value]
     return values if values and all(map(is_integer, values)) else INVALID
 
@@ -114,11 +115,17 @@ def as_mapping(value):
 RUN_FIELDS = {"name": as_run_name, "seed": as_seed, "device": as_one_of("auto", "cpu", "cuda"),
               "frozen": as_text_or_none}
 RUN_DEFAULTS = {"name": "default", "seed": 0, "device": "auto", "frozen": None}
-TASK_SET_FIELDS = {"protocol": as_one_of("within", "cross", "official"), "n_way": as_n_ways, "k_shot": as_integer,
+TASK_SET_FIELDS = {"protocol": as_one_of("within", "cross", "official", "vinyals"), "n_way": as_n_ways, "k_shot": as_n_ways,
                    "n_query": as_integer, "episodes": as_integer, "seed": as_seed,
-                   "split": as_one_of("background", "evaluation"), "only_trained": as_bool}
-TASK_SET_DEFAULTS = {"n_way": [20], "k_shot": 1, "n_query": 1, "episodes": 1000, "seed": 0,
-                     "split": "evaluation", "only_trained": False}
+                   "split": lambda value: None if value is None else  # unset: the protocol's default
+                   as_one_of("background", "evaluation", "vinyals_test", "vinyals_trainval")(value),
+                   "only_trained": as_bool}
+TASK_SET_DEFAULTS = {"n_way": [20], "k_shot": [1], "n_query": 1, "episodes": 1000, "seed": 0,
+                     "split": None, "only_trained": False}
+# Each protocol's splits, its default first: Lake's official runs are evaluation images; the
+# Vinyals protocol has splits of its own.
+SPLITS_OF_PROTOCOL = {"within": ["evaluation", "background"], "cross": ["evaluation", "background"],
+                      "official": ["evaluation"], "vinyals": ["vinyals_test", "vinyals_trainval"]}
 STATS_FIELDS = {"resamples": as_resamples, "confidence": as_probability, "seed": as_seed}
 STATS_DEFAULTS = {"resamples": 2000, "confidence": 0.95, "seed": 0}
 
@@ -153,7 +160,12 @@ def expected_task_sets(value, problems: list) -> dict:
             continue
         if "protocol" not in entry:
             problems.append((section, "protocol"))
-        expected[name] = checked_fields(entry, TASK_SET_FIELDS, TASK_SET_DEFAULTS, section, problems)
+        values = expected[name] = checked_fields(entry, TASK_SET_FIELDS, TASK_SET_DEFAULTS, section, problems)
+        allowed = SPLITS_OF_PROTOCOL.get(values.get("protocol"))
+        if allowed and (values["split"] or allowed[0]) not in allowed:
+            problems.append((section, "split"))
+        elif allowed:
+            values["split"] = values["split"] or allowed[0]
     return expected
 
 

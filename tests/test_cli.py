@@ -47,7 +47,9 @@ def test_quick_run_writes_every_file_and_report_rebuilds_them(omniglot_dir, tmp_
     times = out_text.split("\ntimes\n")[1]
     assert {line.split()[0] for line in times.splitlines()[1:3]} == {"random", "nearest_neighbor"}
     assert f"in {out}:" in out_text and "  figures: accuracy_vs_n.png, accuracy_vs_n.svg" in out_text
-    assert "  records: run.json, records/ (8 files), episodes/ (4 files)" in out_text  # 2 methods x 4 task sets
+    # 2 methods x 7 episode sets: cross 2 and 20-way, within 5-way, each 1- and 5-shot, and the official runs
+    assert "  records: run.json, records/ (14 files), episodes/ (7 files)" in out_text
+    assert "cross (cross, evaluation alphabets, 5-shot, 20 episodes per N)" in out_text
     assert "summary.md" in out_text.split("tables:")[1]
 
     before = (out / "summary.csv").read_text()

@@ -21,7 +21,8 @@ def test_default_config_has_the_documented_sweeps():
     cross, within = config.task_sets["cross"], config.task_sets["within"]
     assert cross.n_way == (2, 5, 10, 15, 20, 25, 30, 40, 50, 60)
     assert within.n_way == (2, 5, 10, 15, 20, 25, 30, 40)  # the largest evaluation alphabet has 47
-    assert (cross.k_shot, cross.n_query, cross.episodes) == (1, 1, 1000)
+    assert (cross.k_shot, cross.n_query, cross.episodes) == ((1, 5), 1, 1000)
+    assert within.k_shot == (1, 5) and config.task_sets["cross_background"].k_shot == (1,)
     assert config.task_sets["official"].protocol == "official"
     assert {"random", "nearest_neighbor"} <= set(config.methods)
 

@@ -32,8 +32,8 @@ def test_other_seed_other_episodes():
     assert not np.array_equal(generate(seed=3).support, generate(seed=4).support)
 
 
-@pytest.mark.parametrize("protocol", ["within", "cross"])
-@pytest.mark.parametrize("k_shot,n_query", [(1, 1), (5, 3), (1, 19)])
+@pytest.mark.parametrize("protocol", ["within", "cross", "vinyals"])
+@pytest.mark.parametrize("k_shot,n_query", [(1, 1), (5, 3), (1, 19), (5, 15)])
 def test_support_and_query_are_disjoint_and_labels_match(protocol, k_shot, n_query):
     s = generate(protocol=protocol, n_way=5, k_shot=k_shot, n_query=n_query, episodes=50)
     assert s.support.shape == (50, 5, k_shot) and s.query.shape == (50, 5 * n_query)

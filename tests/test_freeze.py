@@ -50,7 +50,7 @@ def synthetic_config(frozen=None, **cross):
 def frozen_copy(tmp_path) -> Path:
     """Freeze the synthetic config into tmp_path/frozen and return the directory."""
     config = synthetic_config()
-    freeze(resolve_task_sets(config, DATA, official_runs), config, tmp_path / "frozen")
+    freeze(resolve_task_sets(config, DATA, official_runs), tmp_path / "frozen")
     return tmp_path / "frozen"
 
 
@@ -112,10 +112,10 @@ def test_freeze_says_which_files_are_new_unchanged_or_changed_and_which_are_stal
     config = synthetic_config()
     task_sets = resolve_task_sets(config, DATA, official_runs)
     directory = tmp_path / "frozen"
-    assert {f.status for f in freeze(task_sets, config, directory)} == {"new"}
+    assert {f.status for f in freeze(task_sets, directory)} == {"new"}
     (directory / "old-9way-1shot.json").write_text("{}")
     edit_json(directory / "within-3way-1shot.json", lambda raw: raw.__setitem__("seed", 0))
-    written = freeze(task_sets, config, directory)
+    written = freeze(task_sets, directory)
     assert {f.path.name: f.status for f in written if f.status != "unchanged"} == {
         "within-3way-1shot.json": "changed"}
     assert [p.name for p in stale_frozen_files(directory, written)] == ["old-9way-1shot.json"]

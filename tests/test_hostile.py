@@ -40,7 +40,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from benchmark.config import RunConfig, apply_override, config_from_dict, load_config
-from benchmark.errors import ConfigError, EpisodeError
+from benchmark.errors import ConfigError, DataError, EpisodeError
 from tasks import episodes as ep
 from tasks.sets import resolve_task_sets
 from tests.hostile import (Accepted, DATA, DEFAULT_RAW, LINE_BREAKS, PATHS, Refused, VALID_AT, case_id,
@@ -97,7 +97,10 @@ ONE_FIELD_CASES = [  # hand-labelled: (field, value), expected outcome
     (dict(path="name", value="ünïcødé"), "refused"),
     (dict(path="methods.random", value={"seed": {"a": [1, {"b": None}]}}), "accepted"),
     (dict(path="task_sets.cross", value={"protocol": "cross", "n_way": [2, 3], "episodes": 2}), "accepted"),
-    (dict(path="task_sets.official", value={"protocol": "official", "split": "background"}), "accepted"),
+    (dict(path="task_sets.official", value={"protocol": "official", "split": "background"}), "refused"),
+    (dict(path="task_sets.cross.split", value="vinyals_test"), "refused"),  # the Vinyals split is not Lake's
+    (dict(path="task_sets.vinyals", value={"protocol": "vinyals", "split": "background"}), "refused"),
+    (dict(path="task_sets.vinyals", value={"protocol": "vinyals", "n_way": 5}), "accepted"),
     (dict(path="task_sets.cross.n_way", value=[]), "refused"),
     (dict(path="task_sets.new_set", value=None), "refused"),  # no protocol
 ]
@@ -126,18 +129,19 @@ def expected_resolution(config: RunConfig) -> Refused | Accepted:
     data cannot satisfy is refused, naming its task set; else [(name, split, N)] in that order."""
     resolved = []
     for name, task_set in config.task_sets.items():
+        if task_set.protocol == "vinyals":  # its class lists name characters the synthetic data does not have
+            return Refused(DataError, (("Vinyals",),))
         if task_set.protocol == "official":
-            if task_set.split != "evaluation":  # Lake et al.'s runs are drawn from evaluation images
-                return Refused(EpisodeError, ((repr(name), "official"),))
-            resolved.append((name, "evaluation", OFFICIAL_STUB_WAYS))
+            resolved.append((name, "evaluation", OFFICIAL_STUB_WAYS, 1))
             continue
-        for n_way in task_set.n_way:
-            verdict = expected_episodes(dict(
-                alphabet=getattr(DATA, task_set.split).alphabet, protocol=task_set.protocol, n_way=n_way,
-                k_shot=task_set.k_shot, n_query=task_set.n_query, episodes=task_set.episodes, seed=task_set.seed))
-            if isinstance(verdict, Refused):
-                return Refused(EpisodeError, tuple((repr(name), *reason) for reason in verdict.reasons))
-            resolved.append((name, task_set.split, n_way))
+        for k_shot in task_set.k_shot:
+            for n_way in task_set.n_way:
+                verdict = expected_episodes(dict(
+                    alphabet=getattr(DATA, task_set.split).alphabet, protocol=task_set.protocol, n_way=n_way,
+                    k_shot=k_shot, n_query=task_set.n_query, episodes=task_set.episodes, seed=task_set.seed))
+                if isinstance(verdict, Refused):
+                    return Refused(EpisodeError, tuple((repr(name), *reason) for reason in verdict.reasons))
+                resolved.append((name, task_set.split, n_way, k_shot))
     return Accepted(resolved)
 
 
@@ -152,20 +156,19 @@ def with_few_episodes(config: RunConfig) -> RunConfig:
 
 
 def check_resolution(config: RunConfig) -> None:
-    """A valid config's episodes: refused as the episode oracle says, or one set per (task set, N) as asked."""
+    """A valid config's episodes: refused as the episode oracle says, or one set per (task set, N, k) as asked."""
     if config.frozen is not None:
         return  # frozen files are tried in test_hostile_frozen_files
     config = with_few_episodes(config)
     expected = expected_resolution(config)
     outcome, resolved = check_outcome(expected, lambda: resolve_task_sets(config, DATA, official_runs=official_stub))
     if outcome == "accepted":
-        assert [(ts.name, ts.split, ts.episodes.n_way) for ts in resolved] == expected.value
+        assert [(ts.name, ts.split, ts.episodes.n_way, ts.episodes.k_shot) for ts in resolved] == expected.value
         for ts in resolved:
             wanted = config.task_sets[ts.name]
             if wanted.protocol != "official":
-                assert (ts.episodes.protocol, ts.episodes.n_episodes, ts.episodes.k_shot, ts.episodes.n_query,
-                        ts.episodes.seed) == (wanted.protocol, wanted.episodes, wanted.k_shot, wanted.n_query,
-                                              wanted.seed)
+                assert (ts.episodes.protocol, ts.episodes.n_episodes, ts.episodes.n_query,
+                        ts.episodes.seed) == (wanted.protocol, wanted.episodes, wanted.n_query, wanted.seed)
 
 
 @pytest.mark.both_outcomes

@@ -274,8 +274,9 @@ def test_resume_reuses_the_saved_config_methods_and_seeds(tmp_path, capsys, monk
 EPISODES = 20
 QUICK = ["--set", f"task_sets.cross.episodes={EPISODES}", "--set", f"task_sets.within.episodes={EPISODES}",
          "--set", "task_sets.cross.n_way=[2,3,4,5,6,8,10,12,16,20]", "--set", "task_sets.within.n_way=[5,10]",
+         "--set", "task_sets.cross.k_shot=1", "--set", "task_sets.within.k_shot=[1,5]",
          "--set", "stats.resamples=100", "--quiet"]
-CHUNKS = 2 * (10 + 2 + 1)  # two methods x (cross + within + official)
+CHUNKS = 2 * (10 + 2 * 2 + 1)  # two methods x (cross 1-shot + within 1- and 5-shot + official)
 
 
 def start(args, **kwargs):
@@ -302,9 +303,9 @@ def wait_for_chunks(process, run_dir, at_least: int, timeout: float = 240) -> in
 
 def assert_complete_once(records: pd.DataFrame):
     assert not records.duplicated(KEY).any()
-    sizes = records.groupby(["method", "task_set", "n_way"]).size()
+    sizes = records.groupby(["method", "task_set", "n_way", "k_shot"]).size()
     assert len(sizes) == CHUNKS
-    for (method, task_set, n_way), rows in sizes.items():
+    for (method, task_set, n_way, _), rows in sizes.items():
         episodes = 20 if task_set == "official" else EPISODES
         assert rows == episodes * n_way, (method, task_set, n_way)
 
@@ -386,7 +387,7 @@ def test_ctrl_c_stops_cleanly_and_prints_the_command_that_resumes(omniglot_dir, 
     assert command[:4] == ["python", "run_benchmark.py", "--resume", str(out)]
     assert ["--plugin", str(plugin)] == command[4:6]
     done = chunks_listed(out)
-    assert done == 13 + 6  # random, then the gate's cross 2- to 8-way; not its 10-way one
+    assert done == CHUNKS // 2 + 6  # random, then the gate's cross 2- to 8-way; not its 10-way one
     assert not (out / ".lock").exists() and not (out / "summary.csv").exists()
 
     (tmp_path / "block").unlink()
