@@ -21,12 +21,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tasks.protocols import SPLIT_DESCRIPTIONS
+
 TRAINED_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
                   "#17becf", "#bcbd22"]
 REFERENCE_COLORS = ["#4d4d4d", "#a6a6a6", "#7a7a7a"]
 PANEL_TITLES = {"cross": "across alphabets (cross)", "within": "within one alphabet (within)",
-                "official": "Lake et al.'s official runs"}
-SPLIT_STYLES = {"evaluation": ["-", "-.", (0, (5, 1, 1, 1, 1, 1))], "background": ["--", ":"]}
+                "official": "Lake et al.'s official runs",
+                "vinyals": "Vinyals et al.'s split, rotations as classes (vinyals)"}
+SPLIT_STYLES = {"evaluation": ["-", "-.", (0, (5, 1, 1, 1, 1, 1))], "background": ["--", ":"],
+                "vinyals_test": ["-", "-."], "vinyals_trainval": ["--", ":"]}
 # Where single-N task sets go when their protocol has no curves of its own.
 POINT_PANEL = {"official": "within"}
 # What one episode of a protocol is called in the titles (Lake et al. call theirs runs).
@@ -81,7 +85,7 @@ def accuracy_figure(summary: pd.DataFrame, confidence: float, references: set[st
     points = points.assign(panel=[target[p] if target[p] in protocols else protocols[0]
                                   for p in points["protocol"]])
     curves = curves.assign(panel=curves["protocol"])
-    colors = _method_colors(list(dict.fromkeys(summary["method"])), references)
+    colors = method_colors(list(dict.fromkeys(summary["method"])), references)
     styles = _task_set_styles(curves)
 
     fig, grid = pyplot().subplots(len(shots), len(protocols), sharey=True, squeeze=False,
@@ -116,7 +120,7 @@ def _draw_panel(ax, curves: pd.DataFrame, points: pd.DataFrame, colors: dict, st
         transform = _shifted(ax, offsets[method])
         _draw_curve(ax, curve.sort_values("n_way"), colors[method], styles[task_set][0],
                     method in references, transform)
-    errors = _error_sizes(points)
+    errors = error_sizes(points)
     for position, row in enumerate(points.itertuples()):
         ax.errorbar(row.n_way, 100 * row.accuracy, yerr=errors[:, [position]], fmt="D",
                     color=colors[row.method], markersize=5, markeredgecolor="white",
@@ -131,7 +135,7 @@ def _shifted(ax, points: float):
     return ax.transData + ScaledTranslation(points / 72, 0, ax.figure.dpi_scale_trans)
 
 
-def _error_sizes(rows: pd.DataFrame) -> np.ndarray:
+def error_sizes(rows: pd.DataFrame) -> np.ndarray:
     """Error bar lengths below and above the accuracy, in points (2, rows).
 
     A percentile interval need not contain the accuracy (nor does rounding always keep it
@@ -148,7 +152,7 @@ def _draw_curve(ax, curve: pd.DataFrame, color: str, style, reference: bool, tra
     # Lines thinner than before the bars came: the caps, not the lines, catch the eye.
     ax.plot(x, 100 * curve["accuracy"], linestyle=style, color=color, zorder=3,
             linewidth=1.2 if reference else 1.6, transform=transform)
-    ax.errorbar(x, 100 * curve["accuracy"], yerr=_error_sizes(curve), fmt="o", color=color,
+    ax.errorbar(x, 100 * curve["accuracy"], yerr=error_sizes(curve), fmt="o", color=color,
                 markersize=3, elinewidth=1.0, capsize=CAP_POINTS, capthick=1.0,
                 barsabove=True, zorder=3.5, transform=transform, label=f"{curve['method'].iloc[0]} / {task_set}")
     seeded = curve[curve["seeds"] > 1]
@@ -203,7 +207,7 @@ def _legend_handles(colors: dict, styles: dict, points: pd.DataFrame, seeded: bo
     # Names are needed only where one panel holds two task sets of the same split.
     several = any(style != SPLIT_STYLES.get(split, ["-"])[0] for style, split in by_style)
     for (style, split), names in by_style.items():
-        label = f"{split} alphabets" + (f" ({', '.join(names)})" if several else "")
+        label = SPLIT_DESCRIPTIONS.get(split, split) + (f" ({', '.join(names)})" if several else "")
         handles.append(Line2D([], [], color="black", linestyle=style, linewidth=1.5, label=label))
     for task_set, n_way in points[["task_set", "n_way"]].drop_duplicates().itertuples(index=False):
         handles.append(Line2D([], [], color="black", marker="D", linestyle="none", markersize=5,
@@ -215,7 +219,7 @@ def _legend_handles(colors: dict, styles: dict, points: pd.DataFrame, seeded: bo
     return handles
 
 
-def _method_colors(methods: list[str], references: set[str]) -> dict[str, str]:
+def method_colors(methods: list[str], references: set[str]) -> dict[str, str]:
     """Trained methods in colours, then the untrained references in greys (legend order)."""
     trained = [m for m in methods if m not in references]
     grey = [m for m in methods if m in references]

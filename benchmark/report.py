@@ -23,6 +23,7 @@ from benchmark.latex import summary_latex
 from benchmark.plots import plot_accuracy_vs_n
 from benchmark.run_folder import RunFolder
 from benchmark.run_manifest import RunManifest
+from benchmark.shots_plot import plot_accuracy_vs_k, shots_n_way
 from benchmark.stats import episode_accuracy, paired_differences, summarize
 from benchmark.summary_markdown import summary_markdown
 
@@ -135,7 +136,8 @@ def report_runs(run_dirs: list[Path], out_dir: Path, log=None, stats: StatsConfi
 def write_report(run_dir: Path, records: pd.DataFrame | None = None, stats: StatsConfig = StatsConfig(),
                  runs: list[RunSource] | None = None) -> Report:
     """Write summary.csv, paired.csv, summary.md, summary.tex, accuracy_vs_n.png/.svg and
-    paired_heatmap.png/.svg.
+    paired_heatmap.png/.svg; when a task set has three or more values of k,
+    accuracy_vs_k.png/.svg too (and no accuracy_vs_n when no task set has two values of N).
 
     `runs` name the runs in summary.md and say which methods are untrained references;
     without it, `run_dir` itself is the run (its run.json when it has one).
@@ -155,7 +157,12 @@ def write_report(run_dir: Path, records: pd.DataFrame | None = None, stats: Stat
     text = summary_markdown(summary, stats.confidence, paired, runs)
     (run_dir / "summary.md").write_text(text, encoding="utf-8")
     references = {name for run in runs for name, trains in run.trains().items() if not trains}
-    plot_accuracy_vs_n(summary, run_dir / "accuracy_vs_n", stats.confidence, references)
+    shots_n = shots_n_way(summary)
+    if shots_n is not None:  # a task set run with three or more values of k (configs/shots.yaml)
+        plot_accuracy_vs_k(summary, shots_n, run_dir / "accuracy_vs_k", stats.confidence, references)
+    # Against N, unless no task set has two N and the figure against k shows them all better.
+    if shots_n is None or (summary.groupby(["task_set", "k_shot"])["n_way"].nunique() > 1).any():
+        plot_accuracy_vs_n(summary, run_dir / "accuracy_vs_n", stats.confidence, references)
     (run_dir / "summary.tex").write_text(summary_latex(summary, paired, stats.confidence), encoding="utf-8")
     heatmap_n = heatmap_n_way(paired)
     if heatmap_n is not None:  # one method alone has no pairs: no heatmap

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from tasks.protocols import SPLIT_DESCRIPTIONS
+
 def _cell(row) -> str:
     return f"{100 * row.accuracy:.1f} [{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}]"
 
@@ -13,7 +15,7 @@ def _task_tables(frame: pd.DataFrame):
     """(heading, rows of one task set) in the order of the frame."""
     for (task_set, split, protocol, k_shot), table in frame.groupby(
             ["task_set", "split", "protocol", "k_shot"], sort=False):
-        yield f"{task_set} ({protocol}, {split} alphabets, {k_shot}-shot", table
+        yield f"{task_set} ({protocol}, {SPLIT_DESCRIPTIONS.get(split, split)}, {k_shot}-shot", table
 
 
 def summary_markdown(summary: pd.DataFrame, confidence: float, paired: pd.DataFrame | None = None,

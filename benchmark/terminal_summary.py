@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.text_table import text_table
+from tasks.protocols import SPLIT_DESCRIPTIONS
 
 PAIRED_N = 20  # the N whose paired differences are printed (else each task set's largest)
 FILE_KINDS = {"tables": (".md", ".csv", ".tex"), "figures": (".png", ".svg")}
@@ -31,7 +32,8 @@ def _accuracy_tables(summary: pd.DataFrame) -> str:
         for n_way, group in table.groupby("n_way", sort=True):
             cells = {row.method: _accuracy(row) for row in group.itertuples()}
             rows.append([n_way, f"{100 / n_way:.1f}", *(cells.get(m, "") for m in methods)])
-        title = (f"{task_set} ({protocol}, {split} alphabets, {k_shot}-shot, {episodes} episodes per N): "
+        title = (f"{task_set} ({protocol}, {SPLIT_DESCRIPTIONS.get(split, split)}, {k_shot}-shot, "
+                 f"{episodes} episodes per N): "
                  f"accuracy in % [95% interval over episodes]")
         blocks.append(title + "\n" + text_table(["N", "chance", *methods], rows, right=range(len(methods) + 2)))
     return "\n\n".join(blocks)
@@ -42,15 +44,15 @@ def _paired_table(paired: pd.DataFrame) -> str:
     if paired is None or not len(paired):
         return ""
     rows = []
-    for task_set, table in paired.groupby("task_set", sort=False):
+    for (task_set, k_shot), table in paired.groupby(["task_set", "k_shot"], sort=False):
         n_way = PAIRED_N if PAIRED_N in set(table["n_way"]) else int(table["n_way"].max())
         for row in table[table.n_way == n_way].itertuples():
-            rows.append([task_set, n_way, f"{row.method_a} − {row.method_b}", f"{100 * row.difference:+.1f}",
+            rows.append([task_set, n_way, k_shot, f"{row.method_a} − {row.method_b}", f"{100 * row.difference:+.1f}",
                          f"[{100 * row.ci_low:+.1f}, {100 * row.ci_high:+.1f}]", "yes" if row.significant else "no",
                          f"{row.mcnemar_p:.2g}"])
-    header = ["task set", "N", "A − B", "points", "95% paired interval", "excludes 0", "McNemar p"]
+    header = ["task set", "N", "k", "A − B", "points", "95% paired interval", "excludes 0", "McNemar p"]
     return ("paired differences (every N in paired.csv and summary.md)\n"
-            + text_table(header, rows, right={1, 3, 4, 6}))
+            + text_table(header, rows, right={1, 2, 4, 5, 7}))
 
 
 def _times_table(runs: list) -> str:

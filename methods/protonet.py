@@ -178,7 +178,7 @@ class PrototypicalNetwork(EmbeddingMethod):
         if validate is not None:
             info["validation_alphabets"] = validation_split.alphabets()
             context.log(f"{self.name}: best validation accuracy {info['best_validation_accuracy']:.3f} "
-                        f"(20-way within held-out alphabets) at step {info['best_step']}")
+                        f"(20-way within-alphabet episodes of {validation_split.name}) at step {info['best_step']}")
         return info
 
     # ---- inference -----------------------------------------------------------------------

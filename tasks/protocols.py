@@ -22,3 +22,6 @@ EPISODE_SPLITS = {"within": ("evaluation", "background"), "cross": ("evaluation"
 TRAINING_SPLIT = {"within": "background", "cross": "background", OFFICIAL: "background",
                   VINYALS: "vinyals_trainval"}
 SPLITS = tuple(dict.fromkeys(split for splits in EPISODE_SPLITS.values() for split in splits))
+# How tables and figures name the images of each split.
+SPLIT_DESCRIPTIONS = {"evaluation": "evaluation alphabets", "background": "background alphabets",
+                      "vinyals_test": "Vinyals test classes", "vinyals_trainval": "Vinyals trainval classes"}

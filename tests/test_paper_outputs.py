@@ -14,6 +14,7 @@ from benchmark.config import StatsConfig
 from benchmark.heatmap import heatmap_cells, heatmap_n_way, plot_paired_heatmap
 from benchmark.latex import bold_method, latex_escape, summary_latex
 from benchmark.plots import CAP_POINTS, accuracy_figure, plot_accuracy_vs_n, pyplot
+from benchmark.shots_plot import plot_accuracy_vs_k, shots_figure, shots_n_way
 from benchmark.stats import paired_differences, summarize
 
 EPISODES = 40
@@ -255,3 +256,43 @@ def test_the_figure_says_k_and_the_episode_counts_with_a_row_of_panels_per_k(res
     finally:
         pyplot().close(fig)
     assert plot_accuracy_vs_n(both, tmp_path / "again", 0.95, REFERENCES)[1].read_text() == svg
+
+
+def shots_summary(results, shots=(1, 2, 3, 5, 10)) -> pd.DataFrame:
+    """The 5-way cross rows (and the official runs) as if run at each k: accuracy rising with k."""
+    summary, _ = results
+    cross = summary[(summary.task_set == "cross") & (summary.n_way == 5)]
+    rows = [cross.assign(k_shot=k, accuracy=np.minimum(1.0, cross.accuracy + 0.02 * k)) for k in shots]
+    return pd.concat([*rows, summary[summary.task_set == "official"]], ignore_index=True)
+
+
+def test_the_figure_against_k_has_a_line_per_method_through_every_k(results, tmp_path):
+    summary = shots_summary(results)
+    assert shots_n_way(summary) == 5
+    assert shots_n_way(shots_summary(results, shots=(1, 5))) is None  # two k: the tables say it
+    fig = shots_figure(summary, 5, 0.95, REFERENCES)
+    try:
+        (ax,) = [ax for ax in fig.axes if ax.get_visible()]  # the official runs have one k: no panel
+        assert "5-way, 40 episodes per k" in ax.get_title() and "cross" in ax.get_title()
+        for container in ax.containers:
+            method = container.get_label()
+            x, y = container.lines[0].get_data()
+            expected = summary[(summary.task_set == "cross") & (summary.method == method)].sort_values("k_shot")
+            assert list(x) == [1, 2, 3, 5, 10] and np.allclose(y, 100 * expected.accuracy)
+        assert {c.get_label() for c in ax.containers} == set(RUN_ORDER)
+    finally:
+        pyplot().close(fig)
+    paths = plot_accuracy_vs_k(summary, 5, tmp_path / "shots", 0.95, REFERENCES)
+    assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size for p in paths)
+
+
+def test_a_report_of_a_shots_run_draws_accuracy_against_k_instead_of_against_n(tmp_path):
+    from benchmark.report import write_report
+
+    outcomes = {key: methods for key, methods in OUTCOMES.items() if key == ("cross", "cross", 5)}
+    records = pd.concat([make_records(outcomes, k_shot=k) for k in (1, 2, 5)], ignore_index=True)
+    write_report(tmp_path, records, STATS, runs=[])
+    assert (tmp_path / "accuracy_vs_k.png").exists() and not (tmp_path / "accuracy_vs_n.png").exists()
+    (tmp_path / "lake").mkdir()
+    write_report(tmp_path / "lake", make_records(), STATS, runs=[])  # several N, one k: against N only
+    assert (tmp_path / "lake" / "accuracy_vs_n.png").exists() and not (tmp_path / "lake" / "accuracy_vs_k.png").exists()
