@@ -12,6 +12,8 @@ import re
 
 import pandas as pd
 
+from tasks.protocols import SPLIT_DESCRIPTIONS
+
 # Characters LaTeX reads as commands in text, and what prints them.
 LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
@@ -30,7 +32,11 @@ def summary_latex(summary: pd.DataFrame, paired: pd.DataFrame, confidence: float
     for (task_set, split, protocol, k_shot), table in summary.groupby(
             ["task_set", "split", "protocol", "k_shot"], sort=False):
         caption = _caption(task_set, split, protocol, k_shot, table, confidence)
-        tables.append(_table(table, paired, caption, f"tab:{re.sub(r'[^A-Za-z0-9]+', '-', task_set)}"))
+        # One label per table: with several k, a task set has several tables.
+        label = f"tab:{re.sub(r'[^A-Za-z0-9]+', '-', task_set)}"
+        if summary.loc[summary.task_set == task_set, "k_shot"].nunique() > 1:
+            label += f"-{k_shot}shot"
+        tables.append(_table(table, paired, caption, label))
     return "\n\n".join(tables) + "\n"
 
 
@@ -38,7 +44,8 @@ def _caption(task_set: str, split: str, protocol: str, k_shot: int, table: pd.Da
              confidence: float) -> str:
     level = f"{100 * confidence:g}\\%"
     episodes = "/".join(map(str, sorted(set(table["episodes"]))))
-    return (f"{latex_escape(task_set)}: {latex_escape(protocol)} protocol, {latex_escape(split)} alphabets, "
+    return (f"{latex_escape(task_set)}: {latex_escape(protocol)} protocol, "
+            f"{latex_escape(SPLIT_DESCRIPTIONS.get(split, split))}, "
             f"{k_shot}-shot, {episodes} episodes per $N$. Accuracy in \\% with its {level} "
             f"percentile-bootstrap interval over episodes; chance is $100/N$. Bold: the best method "
             f"of a row, where the {level} paired interval of its difference to the second best "

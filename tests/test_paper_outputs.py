@@ -109,6 +109,16 @@ def test_latex_has_one_booktabs_table_per_task_set_with_escaped_names(results):
         "a\\_b \\& 50\\% \\{x\\} \\#1 \\$y \\textasciitilde{}\\textasciicircum{}\\textbackslash{}"
 
 
+def test_latex_gives_each_k_of_a_task_set_a_table_and_a_label_of_its_own(results):
+    summary, paired = results
+    five_shot = summary[summary.task_set == "cross"].assign(k_shot=5)
+    text = summary_latex(pd.concat([summary, five_shot], ignore_index=True), paired, 0.95)
+    labels = re.findall(r"\\label\{([^}]*)\}", text)
+    assert len(labels) == len(set(labels)) == 4
+    assert {"tab:cross-1shot", "tab:cross-5shot", "tab:within", "tab:official"} == set(labels)
+    assert "cross protocol, evaluation alphabets, 5-shot" in text
+
+
 def test_latex_cells_are_accuracy_and_interval_in_percent(results):
     summary, paired = results
     text = summary_latex(summary, paired, 0.95)
