@@ -42,10 +42,9 @@ def test_a_run_json_reads_as_typed_data_and_writes_back_the_same(run_json):
     assert manifest.to_json() == run_json
 
 
-def test_a_run_of_the_earlier_format_is_refused_saying_so():
-    earlier = json.loads((ROOT / "results" / "reference" / "run.json").read_text())
-    if earlier["format"] != "oneshot-benchmark/run/v1":
-        pytest.skip("the committed reference run is of the current format")
+def test_a_run_of_the_earlier_format_is_refused_saying_so(run_json):
+    # As the v1 reference run of 2026-11-29 began: its records were one records.csv.
+    earlier = dict(copy.deepcopy(run_json), format="oneshot-benchmark/run/v1", records_bytes=195_000_000)
     with pytest.raises(RunFolderError, match="an earlier version of this harness .run format v1"):
         RunManifest.from_json(earlier, "results/reference/run.json")
 
