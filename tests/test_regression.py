@@ -16,7 +16,7 @@ from benchmark.api import Capabilities, EmbeddingMethod
 from benchmark.cli import main
 from benchmark.config import config_from_dict, load_config
 from benchmark.errors import BenchmarkError, ConfigError
-from benchmark.regression import Comparison, Count, RowCheck, SmokeRun
+from benchmark.regression import Count, RowCheck, SmokeRun
 from methods.nearest_neighbor import NearestNeighbor
 from tasks.sets import resolve_task_sets
 from tests.synthetic import synthetic_omniglot

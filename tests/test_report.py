@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark import registry
 from benchmark.api import Capabilities
 from benchmark.cli import main
 from benchmark.config import config_from_dict
