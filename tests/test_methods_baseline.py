@@ -7,6 +7,7 @@ import torch
 from benchmark.api import Capabilities, EmbeddingMethod, EpisodeBatch, FitContext
 from benchmark.errors import MethodError
 from benchmark.registry import get_method
+from methods import nearest_neighbor
 from tasks import episodes as ep
 from tests.synthetic import synthetic_omniglot
 
@@ -63,8 +64,17 @@ def direct_nearest_neighbor(images, support, query):
     return scores
 
 
+@pytest.fixture
+def per_episode_path(monkeypatch):
+    """1-NN without its Gram table: the per-episode path that EmbeddingMethod provides."""
+    monkeypatch.setattr(nearest_neighbor, "GRAM_MAX_IMAGES", 0)
+
+
+@pytest.mark.parametrize("path", ["gram", "per_episode"])
 @pytest.mark.parametrize("k_shot", [1, 3])
-def test_nearest_neighbor_matches_a_direct_computation(k_shot):
+def test_nearest_neighbor_matches_a_direct_computation(k_shot, path, monkeypatch):
+    if path == "per_episode":
+        monkeypatch.setattr(nearest_neighbor, "GRAM_MAX_IMAGES", 0)
     e = episodes(n_way=6, k_shot=k_shot, n_query=2, count=15)
     scores = fitted("nearest_neighbor").predict(batch_for(e))
     reference = direct_nearest_neighbor(DATA.evaluation.flat_images, e.support, e.query)
@@ -74,12 +84,38 @@ def test_nearest_neighbor_matches_a_direct_computation(k_shot):
     assert np.array_equal(scores - query_norms[..., None], reference)
 
 
+def test_both_paths_of_nearest_neighbor_give_identical_scores(monkeypatch):
+    e = episodes(n_way=7, k_shot=2, n_query=3, count=40)
+    gram = fitted("nearest_neighbor").predict(batch_for(e))
+    monkeypatch.setattr(nearest_neighbor, "GRAM_MAX_IMAGES", 0)
+    assert np.array_equal(fitted("nearest_neighbor").predict(batch_for(e)), gram)
+
+
+def test_gram_table_is_exact_with_and_without_the_int8_product(monkeypatch):
+    pixels = torch.from_numpy((np.random.default_rng(0).random((300, 11025)) < 0.5).astype(np.int8))
+    exact = pixels.long() @ pixels.long().T
+    monkeypatch.setattr(nearest_neighbor, "GRAM_ROWS_PER_BLOCK", 128)  # several blocks
+    assert torch.equal(nearest_neighbor.int_gram(pixels).long(), exact)
+    monkeypatch.delattr(torch, "_int_mm")  # a torch without the int8 product
+    assert torch.equal(nearest_neighbor.int_gram(pixels).long(), exact)
+
+
+def test_nearest_neighbor_makes_one_table_per_pool_and_a_new_one_after_fit():
+    method = fitted("nearest_neighbor")
+    method.predict(batch_for(episodes(seed=0)))
+    table = method.gram_[1]
+    method.predict(batch_for(episodes(seed=1)))
+    assert method.gram_[1] is table
+    method.fit(DATA.background, FitContext(progress=False))
+    assert method.gram_ is None
+
+
 def test_nearest_neighbor_separates_synthetic_characters():
     e = episodes(n_way=10, count=50)
     assert accuracy(fitted("nearest_neighbor").predict(batch_for(e)), e) > 0.95
 
 
-def test_embedding_cache_reuses_features_and_chunks_give_the_same_scores(monkeypatch):
+def test_embedding_cache_reuses_features_and_chunks_give_the_same_scores(monkeypatch, per_episode_path):
     method = fitted("nearest_neighbor")
     calls = []
     original = method.embed
@@ -92,7 +128,7 @@ def test_embedding_cache_reuses_features_and_chunks_give_the_same_scores(monkeyp
     assert np.array_equal(method.predict(batch_for(e)), first)
 
 
-def test_refit_forgets_cached_embeddings():
+def test_refit_forgets_cached_embeddings(per_episode_path):
     method = fitted("nearest_neighbor")
     method.predict(batch_for(episodes()))
     cache = method.embeddings_
@@ -145,7 +181,7 @@ def test_score_runs_without_gradients_unless_the_method_asks_for_them():
     assert accuracy(scores, e) > 0.9
 
 
-def test_images_are_embedded_64_a_call_on_a_cpu(monkeypatch):
+def test_images_are_embedded_64_a_call_on_a_cpu(monkeypatch, per_episode_path):
     method = fitted("nearest_neighbor")
     sizes = []
     original = method.embed

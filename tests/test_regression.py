@@ -17,6 +17,7 @@ from benchmark.cli import main
 from benchmark.config import config_from_dict, load_config
 from benchmark.errors import BenchmarkError, ConfigError
 from benchmark.regression import Count, RowCheck, SmokeRun
+from methods import nearest_neighbor
 from methods.nearest_neighbor import NearestNeighbor
 from tasks.sets import resolve_task_sets
 from tests.synthetic import synthetic_omniglot
@@ -89,6 +90,7 @@ L2_SCORE = NearestNeighbor.score
 def test_an_altered_method_fails_the_comparison_with_a_table(smoke, monkeypatch, altered_score):
     config, data, task_sets, baseline = smoke
     monkeypatch.setattr(NearestNeighbor, "score", altered_score)
+    monkeypatch.setattr(nearest_neighbor, "GRAM_MAX_IMAGES", 0)  # so that predict goes through score
     run = regression.run_smoke(config, ["nearest_neighbor"], data, task_sets)
     comparison = regression.compare(baseline, run, ["nearest_neighbor"], config, task_sets)
     assert not comparison.ok
