@@ -18,6 +18,13 @@ import sys
 from pathlib import Path
 
 from benchmark.errors import BenchmarkError, ConfigError
+from benchmark.threads import prefer_passive_waiting
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number of at least 1, not {text!r}")
+    return int(text)
+
 
 # Every option, once: its flags, argparse settings, and its help (a dict where the meaning
 # depends on the command).
@@ -45,6 +52,10 @@ OPTIONS = {
     "no-download": (["--no-download"], {"action": "store_true"}, "never download missing data"),
     "device": (["--device"], {"choices": ["auto", "cpu", "cuda"], "default": None},
                "override the config's device"),
+    "threads": (["--threads"], {"default": None, "type": _positive_int,
+                                "metavar": "N"},
+                "torch threads (default: the CPUs this process may use: its affinity, bounded by its "
+                "cgroup's CPU quota)"),
     "retrain": (["--retrain"], {"action": "store_true"}, "ignore cached checkpoints"),
     "seeds": (["--seeds"], {"default": None, "metavar": "S1,S2,..."},
               "train and evaluate each trained method once per seed, on the same episodes (default: the "
@@ -65,7 +76,7 @@ COMMANDS = {
     "run": ("benchmark methods on a config's task sets (the default command)",
             "Benchmark one-shot learning methods on Omniglot: fit each method, score every task set, "
             "write records, tables and figures into a run folder. An existing run folder is resumed.",
-            ["methods", "config", "set", "out", "resume", "data-dir", "no-download", "device", "retrain",
+            ["methods", "config", "set", "out", "resume", "data-dir", "no-download", "device", "threads", "retrain",
              "seeds", "plugin", "list-methods", "quiet"]),
     "download": ("fetch the official Omniglot files (md5-checked) and convert them",
                  "Fetch the official Omniglot zips (md5-checked) and convert them into omniglot.npz.",
@@ -110,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, "run")
+    prefer_passive_waiting()  # before anything imports torch (benchmark/threads.py says why)
     try:
         args = build_parser().parse_args(argv)
         from benchmark import commands

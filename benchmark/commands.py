@@ -53,8 +53,10 @@ def run_command(args) -> int:
 def _run(args, config, method_names, seeds, data_dir, out_dir: Path) -> int:
     from benchmark.report import report_runs
     from benchmark.runner import RunOptions, resolve_device, run_benchmark
+    from benchmark.threads import set_threads
 
     device = resolve_device(args.device or config.device)
+    set_threads(args.threads)
     data, task_sets = load_data_and_tasks(config, data_dir, download=not args.no_download, progress=not args.quiet)
     options = RunOptions(device=device, retrain=args.retrain, progress=not args.quiet,
                          checkpoint_dir=CHECKPOINT_DIR, seeds=seeds, log=log)

@@ -21,6 +21,7 @@ class Environment:
     processor: str | None = None
     cpu_count: int | None = None
     torch_threads: int | None = None
+    omp_wait_policy: str | None = None  # PASSIVE unless the user's environment said otherwise (threads.py)
     device: str | None = None
     gpu: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
@@ -36,7 +37,8 @@ class Environment:
             versions[package] = module.__version__
         return cls(python=platform.python_version(), platform=platform.platform(),
                    processor=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
-                   torch_threads=torch.get_num_threads(), device=device,
+                   torch_threads=torch.get_num_threads(),
+                   omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), device=device,
                    gpu=torch.cuda.get_device_name() if device == "cuda" else None,
                    versions=versions, git_commit=git_commit())
 

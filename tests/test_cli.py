@@ -123,6 +123,7 @@ def assert_clean_usage_error(result, *fragments):
     (["--out", "/no/such/parent/run"], ["parent folder", "does not exist"]),
     (["--out", "/proc/nope"], ["cannot create the folder /proc/nope"]),
     (["--frobnicate"], ["unrecognized arguments"]),
+    (["--threads", "0"], ["--threads", "at least 1"]),
 ])
 def test_bad_input_gets_one_line_and_exit_code_2(omniglot_dir, tmp_path, args, fragments):
     result = cli("--methods", "random", "--data-dir", str(omniglot_dir), "--out", str(tmp_path / "r"),
