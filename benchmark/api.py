@@ -118,7 +118,8 @@ class FitContext:
     seed: int = 0
     progress: bool = True  # show progress bars
     checkpoints: Any = None  # a benchmark.checkpoints.CheckpointStore, or None for no caching
-    retrain: bool = False  # ignore cached checkpoints
+    retrain: bool = False  # ignore cached checkpoints and shipped weights
+    shipped_weights: Any = None  # a benchmark.shipped_weights.ShippedWeights (weights/), or None
     log: Any = field(default=print, repr=False)  # one-line messages for the user
     # Called by the training loop after each validation, as on_validation(step, accuracy):
     # to watch training (perf/), never to change it.

@@ -33,11 +33,13 @@ OPTIONS = {
         "run": "'all' (the config's methods, the default) or a comma-separated list of names; with "
                "--resume, default: the methods the run was started with",
         "update-baselines": "'all' (the config's methods, the default) or a comma-separated list; the "
-                            "other methods' baselines are kept"}),
+                            "other methods' baselines are kept",
+        "ship-weights": "'all' (the config's trained methods, the default) or a comma-separated list"}),
     "config": (["--config"], {"default": None}, {
         "run": "YAML config (default: configs/default.yaml)",
         "freeze": "YAML config (default: configs/smoke.yaml)",
-        "update-baselines": "YAML config (default: configs/smoke.yaml)"}),
+        "update-baselines": "YAML config (default: configs/smoke.yaml)",
+        "ship-weights": "YAML config (default: configs/default.yaml)"}),
     "set": (["--set"], {"dest": "overrides", "action": "append", "default": [], "metavar": "KEY=VALUE"},
             "override a config field, e.g. --set task_sets.cross.episodes=100"),
     "out": (["--out"], {"default": None, "type": Path, "metavar": "DIR"}, {
@@ -67,8 +69,9 @@ OPTIONS = {
     "run_dirs": (["run_dirs"], {"nargs": "+", "type": Path, "metavar": "RUN_DIR"}, "run folders (with run.json and records/)"),
     "baselines": (["--baselines"], {"default": None, "metavar": "FILE"},
                   "golden file (default: results/baselines/CONFIG_NAME.json)"),
-    "check": (["--check"], {"action": "store_true"}, "compare with the golden file, write nothing (exit 1 if a "
-                                                     "number moved)"),
+    "check": (["--check"], {"action": "store_true"}, {
+        "update-baselines": "compare with the golden file, write nothing (exit 1 if a number moved)",
+        "ship-weights": "verify weights/ (hashes, training code), write nothing (exit 1 if a file is unusable)"}),
 }
 
 # command -> (one line for the command list, description, its options)
@@ -93,6 +96,12 @@ COMMANDS = {
                          "Run a config's methods on its frozen episodes (CPU, deterministic) and rewrite its "
                          "golden numbers, printing what changed; with --check, compare with them instead.",
                          ["config", "set", "data-dir", "no-download", "methods", "baselines", "check"]),
+    "ship-weights": ("fit a config's trained methods and ship their weights in weights/",
+                     "Fit the config's trained methods (cached weights made by today's training code are "
+                     "reused), copy their checkpoints into weights/ and record them in weights/MANIFEST.json "
+                     "(sha256, training code); with --check, only verify weights/. Run it whenever a change to "
+                     "training code makes the shipped weights stale (tests/test_shipped_weights.py says so).",
+                     ["config", "set", "data-dir", "no-download", "methods", "check", "quiet"]),
 }
 
 

@@ -314,5 +314,55 @@ def _given_options(args) -> list[str]:
     return given + (["--data-dir", args.data_dir] if args.data_dir else []) + ["--no-download"] * args.no_download
 
 
+# ---- ship-weights (benchmark/shipped_weights.py, README "Shipped weights") ------------------------
+
+def ship_weights_command(args) -> int:
+    """Fit the config's trained methods (the checkpoint cache serves weights made by today's
+    training code) and copy their checkpoints into weights/; with --check, only verify it."""
+    from benchmark.shipped_weights import WEIGHTS_DIR, ShippedWeights
+
+    shipped = ShippedWeights(WEIGHTS_DIR, log=log)
+    if args.check:
+        problems = [shipped.problem(entry) for entry in shipped.manifest()["weights"]]
+        for problem in filter(None, problems):
+            print(problem)
+        print(f"{len(problems)} shipped weight files, {len(list(filter(None, problems)))} unusable")
+        return 1 if any(problems) else 0
+    import torch
+
+    from benchmark import registry
+    from benchmark.api import FitContext
+    from benchmark.checkpoints import CheckpointStore
+    from benchmark.environment import git_commit
+    from benchmark.runner import resolve_device
+    from tasks.sets import data_split
+
+    config = load_config(project_file(args.config) if args.config else DEFAULT_CONFIG, args.overrides)
+    method_names = method_names_of(args.methods or "all", config)
+    check_methods(method_names, config, args.overrides)
+    data, task_sets = load_data_and_tasks(config, args.data_dir, download=not args.no_download, progress=False)
+    device, cache = resolve_device(config.device), CheckpointStore(CHECKPOINT_DIR, log=log)
+    for name in method_names:
+        for split in dict.fromkeys(task_set.training_split for task_set in task_sets):
+            method = registry.create_method(name, config.methods.get(name, {}))
+            if not method.capabilities.needs_training:
+                break
+            torch.manual_seed(config.seed)  # as the runner does before every fit
+            method.fit(data_split(data, split), FitContext(
+                device=device if method.capabilities.uses_gpu else "cpu", seed=config.seed, checkpoints=cache,
+                log=log, training_split=split, progress=not args.quiet))
+            info = getattr(method, "training_info_", None) or {}
+            if "checkpoint_key" not in info:
+                log(f"{name}: does not train through benchmark.training.load_or_train; nothing to ship")
+                break
+            key = info["checkpoint_key"]
+            trained = {"commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+                       "train_seconds": info.get("train_seconds"), "weights_were": info["weights"]}
+            path = shipped.add(name, key, cache.path(name, key), config.name, trained)
+            print(f"{name} ({split}): {info['weights']} weights -> {_shown(path)}")
+    return 0
+
+
 HANDLERS = {"run": run_command, "download": download_command, "report": report_command,
-            "freeze": freeze_command, "update-baselines": update_baselines_command}
+            "freeze": freeze_command, "update-baselines": update_baselines_command,
+            "ship-weights": ship_weights_command}

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from benchmark import registry
 from benchmark.api import FitContext, SharedComponents, checked_scores
 from benchmark.checkpoints import CheckpointStore
+from benchmark.shipped_weights import WEIGHTS_DIR, ShippedWeights
 from benchmark.config import RunConfig
 from benchmark.environment import Environment, peak_rss_mb
 from benchmark.errors import BenchmarkError, ConfigError, MethodError
@@ -41,6 +42,7 @@ class RunOptions:
     retrain: bool = False
     progress: bool = True
     checkpoint_dir: Path = CHECKPOINT_DIR
+    shipped_weights_dir: Path | None = WEIGHTS_DIR  # None: never use shipped weights
     seeds: tuple[int, ...] | None = None  # None: the config's seed
     log: object = field(default=print, repr=False)
 
@@ -166,7 +168,9 @@ def _fit_and_predict(method, label, seed, training_split, data, task_sets, write
     context = FitContext(device=device, seed=seed, progress=options.progress,
                          checkpoints=CheckpointStore(options.checkpoint_dir, log=options.log),
                          retrain=options.retrain, log=options.log, components=components,
-                         training_split=training_split.name)
+                         training_split=training_split.name,
+                         shipped_weights=ShippedWeights(options.shipped_weights_dir, log=options.log)
+                         if options.shipped_weights_dir is not None else None)
     built_before = set(components.seconds)
     # Layer initialisation in plugins often uses torch's global generator: seeding it here
     # makes such methods reproducible and independent of the order methods run in.
@@ -192,8 +196,10 @@ def _fit_and_predict(method, label, seed, training_split, data, task_sets, write
         scores = _predicted(method, batch)
         writer.append(method.name, seed, task_set, scores)
     bar.close()
-    return {"fit_seconds": round(fit_seconds, 3), "predict_seconds": round(time.perf_counter() - started, 3),
-            "peak_rss_mb": round(peak_rss_mb(), 1)}
+    timing = {"fit_seconds": round(fit_seconds, 3), "predict_seconds": round(time.perf_counter() - started, 3),
+              "peak_rss_mb": round(peak_rss_mb(), 1)}
+    weights = (getattr(method, "training_info_", None) or {}).get("weights")
+    return dict(timing, weights=weights) if weights else timing  # "trained", "cached" or "shipped"
 
 
 def _predicted(method, batch) -> np.ndarray:

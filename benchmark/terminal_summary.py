@@ -63,14 +63,16 @@ def _times_table(runs: list) -> str:
             for key, timing in entry.timing.items():
                 seed, _, training_split = key.partition("/")
                 rows.append([run.shown.get(name, name), seed, training_split, f"{timing['fit_seconds']:.1f}",
-                             f"{timing['predict_seconds']:.1f}", f"{timing['peak_rss_mb']:.0f}"])
+                             timing.get("weights", ""), f"{timing['predict_seconds']:.1f}",
+                             f"{timing['peak_rss_mb']:.0f}"])
         for key, component in run.manifest.components.items():
             rows.append([f"shared: {key}, built for {component['built_during']}", "", "",
-                         f"{component['seconds']:.1f}", "", ""])
+                         f"{component['seconds']:.1f}", "", "", ""])
     if not rows:
         return ""
-    return "times\n" + text_table(["method", "seed", "fitted on", "fit s", "predict s", "peak RSS MB"], rows,
-                                   right={1, 3, 4, 5})
+    # weights: trained in this run, loaded from the checkpoint cache, or shipped with the project (weights/)
+    return "times\n" + text_table(["method", "seed", "fitted on", "fit s", "weights", "predict s", "peak RSS MB"],
+                                   rows, right={1, 3, 5, 6})
 
 
 def _files(folder: Path) -> str:

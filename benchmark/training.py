@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from benchmark.api import EMBED_BATCH_SIZES, SCORE_CHUNK_BYTES, EpisodeBatch, FitContext, score_by_embedding
 from benchmark.checkpoints import checkpoint_key, load_state_into
+from benchmark.shipped_weights import code_fingerprint
 from benchmark.errors import BenchmarkError, MethodError
 from tasks import episodes as episode_sets
 
@@ -258,27 +259,47 @@ def _checked_step(label: str, step: int, step_loss, optimizer) -> torch.Tensor:
 
 def load_or_train(method, context: FitContext, module: torch.nn.Module, params: dict, training_split,
                   version: int, train_fn: Callable[[], dict]) -> dict:
-    """Load `module`'s weights from the checkpoint cache, or call `train_fn()` and cache them.
+    """Load `module`'s weights from the checkpoint cache or the shipped weights, or call
+    `train_fn()` and cache them.
 
     The key is the method's name, `params` (the hyperparameters that shape the weights), the
-    training seed, the training split's sha256 and `version` (bump it when a change to the
-    training code changes the weights the same hyperparameters make). `train_fn()` trains
-    `module` in place and returns plain facts about the training; they are stored with the
-    weights and returned either way, so a run from cache reports how its weights were made.
+    training seed, the training split's sha256 and `version`. Cached weights are used only when
+    the training code that made them is today's (`shipped_weights.code_fingerprint`: the method's
+    module and the project modules it imports); shipped ones (weights/) only when, besides,
+    their file hashes to its manifest entry. `train_fn()` trains `module` in place and returns
+    plain facts about the training; they are stored with the weights and returned either way,
+    with `weights` saying where they came from ("cached", "shipped" or "trained") and the
+    `checkpoint_key`.
     """
-    store = context.checkpoints
     key = checkpoint_key(method.name, params, context.seed, training_split.sha256, version=version)
-    if store is not None and not context.retrain:
-        state = store.load(method.name, key)
-        if state is not None and load_state_into(module, state.get("weights"), log=context.log):
-            info = dict(state.get("info", {}), from_checkpoint=str(store.path(method.name, key)))
-            context.log(f"{method.name}: loaded trained weights from {info['from_checkpoint']}")
-            return info
+    fingerprint = code_fingerprint(type(method).__module__)
+    if not context.retrain:
+        for source, store in (("cached", context.checkpoints), ("shipped", context.shipped_weights)):
+            info = _loaded(method.name, key, fingerprint, source, store, module, context.log)
+            if info is not None:
+                return dict(info, checkpoint_key=key)
     started = time.perf_counter()
     info = dict(train_fn())
     info.setdefault("train_seconds", round(time.perf_counter() - started, 2))
-    if store is not None:
+    info["training_code"] = fingerprint
+    if context.checkpoints is not None:
         weights = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-        path = store.save(method.name, key, {"weights": weights, "info": info})
+        path = context.checkpoints.save(method.name, key, {"weights": weights, "info": info})
         context.log(f"{method.name}: saved trained weights to {path}")
-    return info
+    return dict(info, weights="trained", checkpoint_key=key)
+
+
+def _loaded(name, key, fingerprint, source, store, module, log) -> dict | None:
+    """The stored info after loading `store`'s weights for `key` into `module`, or None."""
+    state = store.load(name, key) if store is not None else None
+    if state is None:
+        return None
+    info = state.get("info", {})
+    if info.get("training_code") != fingerprint:
+        log(f"{name}: {source} weights {store.path(name, key)} were trained by other training code; "
+            f"not used")
+        return None
+    if not load_state_into(module, state.get("weights"), log=log):
+        return None
+    log(f"{name}: loaded {source} weights from {store.path(name, key)}")
+    return dict(info, from_checkpoint=str(store.path(name, key)), weights=source)
