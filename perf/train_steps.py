@@ -1,0 +1,70 @@
+"""Seconds per training step of each trained method of the default config, as it trains in a run.
+
+    python perf/train_steps.py                                  # 40 steps of protonet, softmax_transfer, siamese
+    python perf/train_steps.py --methods protonet --steps 200   # one method
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python perf/train_steps.py --set methods.protonet.precision=fp32
+                                                                # AVX2 kernels only, as on a CPU without AVX-512
+    python perf/train_steps.py --tiny --synthetic               # seconds: checks the script, measures nothing
+
+Each method is fitted twice without validation (a fit of 2 steps and one of 2 + N, after an
+untimed warm-up fit), and the difference of their training times (`training_info_`, the
+loop's own clock) divided by N is the time of a step: set-up, first-step costs and the
+checkpoint cache are left out (every fit here trains; nothing is cached). `precision` is the
+config's (protonet's `auto` is bf16 where the CPU has AVX512-BF16 or AMX). The emulation
+line above makes oneDNN and ATen use AVX2 code only: it approximates an AVX2-only CPU of the
+same clock, not a slower one. One JSON line at the end, with the load average before and after.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+import benchmark
+from common import fit_context, load_average, load_data, print_result, run_config, training_arguments
+
+WARMUP_STEPS = 2
+TRAINED = ("protonet", "softmax_transfer", "siamese")
+NO_VALIDATION = {"validation_alphabets": 0}
+
+
+def train_seconds(name: str, params: dict, data, seed: int, steps: int) -> tuple[float, float, str]:
+    """(training seconds, CPU seconds, precision) of one fit of `steps` steps without validation."""
+    method = benchmark.create_method(name, dict(params, steps=steps, **NO_VALIDATION))
+    torch.manual_seed(seed)
+    cpu = time.process_time()
+    method.fit(data.background, fit_context("cpu", seed, log=lambda message: None))
+    info = method.training_info_
+    return info["train_seconds"], time.process_time() - cpu, info.get("precision", "fp32")
+
+
+def step_time(name: str, params: dict, data, seed: int, steps: int) -> dict:
+    train_seconds(name, params, data, seed, WARMUP_STEPS)  # untimed: first-call costs
+    short, short_cpu, _ = train_seconds(name, params, data, seed, WARMUP_STEPS)
+    long, long_cpu, precision = train_seconds(name, params, data, seed, WARMUP_STEPS + steps)
+    return {"seconds_per_step": round((long - short) / steps, 4), "cpu_per_step": round((long_cpu - short_cpu) / steps, 4),
+            "precision": precision}
+
+
+def main() -> int:
+    parser = training_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--methods", default=",".join(TRAINED))
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per method")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = run_config(args, args.config, args.overrides)
+    data = load_data(args)
+    steps = 2 if args.tiny else args.steps
+    result = {"threads": args.threads, "steps": steps, "load_before": load_average(), "methods": {}}
+    for name in args.methods.split(","):
+        params = config.methods.get(name, {})
+        result["methods"][name] = step_time(name, params, data, config.seed, steps)
+        print(f"{name}: {result['methods'][name]}", file=sys.stderr, flush=True)
+    result["load_after"] = load_average()
+    return print_result(result, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
