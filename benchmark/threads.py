@@ -6,25 +6,47 @@ Two rules, both measured on 2 cores (perf/README.md, "A busy machine"):
   its cgroup's CPU quota (a container started with `--cpus=1` sees every core of the host in
   `os.cpu_count()` but gets one core's time), or an explicit `--threads`. More threads than
   that only take turns on the same cores.
-- **Idle threads sleep instead of spinning.** torch's OpenMP threads wait actively by default:
-  beside other busy processes they burn the time slices the working threads need. Two
-  protonet trainings side by side took 1.13 s a step each (0.14 s alone), 0.32 s each with
-  `OMP_WAIT_POLICY=PASSIVE`: a fair share. OpenMP reads the variable when torch loads, so
-  the command line sets it first thing; a value already in the environment is kept.
+- **Idle threads sleep when the CPUs are already busy.** torch's OpenMP threads wait by
+  spinning for a while: on a quiet machine that is fastest, but beside other CPU-bound
+  processes they burn the time slices the working threads need. Two protonet trainings side
+  by side took 1.23 s a step each (about 0.17 s alone), 0.27 s each with
+  `OMP_WAIT_POLICY=PASSIVE`: a fair share. On a quiet machine PASSIVE costs, though (siamese
+  0.052-0.081 s a step against 0.032-0.037, softmax_transfer 1.2-1.4 times slower), so the
+  command line sets it only when other processes are running when it starts (`busy_cpus`).
+  OpenMP reads the variable when torch loads, so this happens first thing, and a value
+  already in the environment is kept.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def prefer_passive_waiting() -> None:
-    """Ask OpenMP to put idle threads to sleep; only effective before torch is first imported."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+def busy_cpus(samples: int = 3, interval: float = 0.01, loadavg: Path = Path("/proc/loadavg")) -> int:
+    """Processes running now besides this one: the fewest of a few readings of the kernel's count
+    of runnable tasks (/proc/loadavg's fourth field, "running/total"), less this process; 0 where
+    there is no such file."""
+    counts = []
+    for _ in range(samples):
+        try:
+            counts.append(int(loadavg.read_text().split()[3].split("/")[0]))
+        except (OSError, ValueError, IndexError):
+            return 0
+        time.sleep(interval)
+    return max(0, min(counts) - 1)
+
+
+def prefer_passive_waiting(busy: int | None = None) -> str | None:
+    """Ask OpenMP to put idle threads to sleep when other processes are busy (`busy`, default
+    `busy_cpus()`); only effective before torch is first imported. Returns the policy in force."""
+    if "OMP_WAIT_POLICY" not in os.environ and (busy_cpus() if busy is None else busy) > 0:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return os.environ.get("OMP_WAIT_POLICY")
 
 
 def cpu_quota(cgroup_root: Path = CGROUP_ROOT) -> float | None:

@@ -56,9 +56,24 @@ def test_usable_cpus_are_the_affinity_bounded_by_the_quota_rounded_down(tmp_path
     assert threads.usable_cpus(tmp_path) == 1  # a fifth of a CPU: still one thread
 
 
+def test_idle_threads_sleep_only_when_other_processes_are_busy(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert threads.prefer_passive_waiting(busy=0) is None and "OMP_WAIT_POLICY" not in os.environ
+    assert threads.prefer_passive_waiting(busy=2) == "PASSIVE" == os.environ["OMP_WAIT_POLICY"]
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert threads.prefer_passive_waiting(busy=2) == "ACTIVE"  # the user's choice is kept
+
+
+@pytest.mark.parametrize("text,busy", [("0.5 0.4 0.3 1/120 999\n", 0), ("2.0 1.0 0.5 3/120 999\n", 2),
+                                       ("garbage\n", 0)])
+def test_busy_cpus_reads_the_runnable_count_less_this_process(tmp_path, text, busy):
+    (tmp_path / "loadavg").write_text(text)
+    assert threads.busy_cpus(samples=2, interval=0, loadavg=tmp_path / "loadavg") == busy
+
+
 def test_a_run_records_its_threads_and_passive_waiting(omniglot_dir, tmp_path):
     out = tmp_path / "run"
-    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")  # kept as given (whether the CPUs were busy or not)
     result = subprocess.run(
         [sys.executable, str(ROOT / "run_benchmark.py"), "--methods", "random", "--threads", "1", "--quiet",
          "--data-dir", str(omniglot_dir), "--out", str(out), "--set", "task_sets.cross.episodes=5",
