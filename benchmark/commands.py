@@ -356,7 +356,7 @@ def ship_weights_command(args) -> int:
                 log(f"{name}: does not train through benchmark.training.load_or_train; nothing to ship")
                 break
             key = info["checkpoint_key"]
-            trained = {"commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+            trained = {"shipped_at_commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
                        "train_seconds": info.get("train_seconds"), "weights_were": info["weights"]}
             path = shipped.add(name, key, cache.path(name, key), config.name, trained)
             print(f"{name} ({split}): {info['weights']} weights -> {_shown(path)}")
