@@ -46,6 +46,8 @@ SCRIPTS = {
     "softmax_transfer": (["--threads", "1", "--quiet", "--sweep", '[{"finetune_steps": 0}]'], MACHINE | {
         "fit_seconds", "fit_cpu_seconds", "wall_per_step", "cpu_per_step", "load_before", "load_after",
         "sets", "sweep"}),
+    "train_steps": (["--threads", "1"], MACHINE | {"methods", "steps", "threads", "load_before", "load_after"}),
+    "busy_machine": ([], MACHINE | {"busy_processes", "wait_policy", "steps", "quiet", "busy", "ratios"}),
     # The probe is not in the checkout (it is copied to .device/ on the GPU machine).
     "gpu_siamese": (["--stages", "throughput,train"], set()),
 }
