@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every CPU figure of perf/README.md in one call (about 8 minutes on a quiet 2-core machine):
+# Every CPU figure of perf/README.md in one call (about 15 minutes on a quiet 2-core machine):
 #   OMNIGLOT_DIR=../shared/omniglot bash perf/run_cpu.sh
 # Writes JSON results and logs (with the load average before and after each step) to
 # ${OUT:-perf/results}. The trained Siamese weights come from results/checkpoints/ (a
@@ -44,3 +44,12 @@ inductor_cache=$(mktemp -d)
 step train_throughput env TORCHINDUCTOR_CACHE_DIR="$inductor_cache" python perf/train_throughput.py
 rm -rf "$inductor_cache"
 step train_throughput_1thread python perf/train_throughput.py --modes eager --threads 1
+
+# Issue 19 (2026-11-30): busy machine, training steps natively and with AVX2 kernels only,
+# and protonet's conv backbone against easyfsl's per-episode evaluate loop.
+step busy_machine python perf/busy_machine.py
+step train_steps python perf/train_steps.py --steps 40
+step train_steps_avx2_emulated env ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 \
+    python perf/train_steps.py --steps 40 --set methods.protonet.precision=fp32
+step eval_engine_protonet_episode python perf/eval_engine.py --method protonet --loop episode \
+    --loop-episodes 100 --tolerance 0.05
