@@ -33,13 +33,18 @@ EPISODES_PER_LOOKUP = 256
 
 
 def int_gram(pixels: torch.Tensor) -> torch.Tensor:
-    """(n, d) 0/1 int8 -> (n, n) int16 table of exact dot products."""
+    """(n, d) 0/1 int8 -> (n, n) int16 table of exact dot products.
+
+    The table is symmetric: each block of rows is multiplied only by the columns from its own
+    diagonal on, and mirrored, which halves the products."""
     n = len(pixels)
     table = torch.empty((n, n), dtype=torch.int16)
     columns = pixels.T.contiguous()
     for start in range(0, n, GRAM_ROWS_PER_BLOCK):
         rows = pixels[start:start + GRAM_ROWS_PER_BLOCK]
-        table[start:start + len(rows)] = _int_matmul(rows, columns)
+        block = _int_matmul(rows, columns[:, start:].contiguous()).to(torch.int16)
+        table[start:start + len(rows), start:] = block
+        table[start:, start:start + len(rows)] = block.T
     return table
 
 
