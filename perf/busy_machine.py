@@ -53,7 +53,7 @@ def measure(args, env: dict) -> dict:
     steps_command = [sys.executable, "perf/train_steps.py", "--methods", "protonet", "--steps", str(args.steps),
                      *data, *(["--tiny"] if args.tiny else [])]
     _, output = timed(steps_command, env)
-    per_step = json.loads(output.strip().splitlines()[-1])["methods"]["protonet"]["seconds_per_step"]
+    per_step = json.loads(output.strip().splitlines()[-1])["methods"]["protonet"]["wall_per_step"]
     return {"run_seconds": None if run_seconds is None else round(run_seconds, 2),
             "protonet_seconds_per_step": per_step, "protonet_seconds": round(per_step * args.steps, 2),
             "load_before": load, "load_after": load_average()}

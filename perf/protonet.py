@@ -25,20 +25,8 @@ import time
 import torch
 
 import benchmark
-from common import (accuracy, evaluation_sets, fit_context, load_average, print_result, training_arguments,
-                    training_setup)
-
-WARMUP_STEPS = 2
-
-
-def timed_fit(params: dict, background, device: str, seed: int, steps: int) -> tuple:
-    """(method, training seconds, CPU seconds of the fit) of a fit of `steps` steps without validation."""
-    method = benchmark.create_method("protonet", dict(params, steps=steps, validation_alphabets=0))
-    torch.manual_seed(seed)
-    cpu_started = time.process_time()
-    method.fit(background, fit_context(device, seed))
-    info = method.training_info_
-    return method, info["seconds_per_step"] * info["steps"], time.process_time() - cpu_started
+from common import (accuracy, evaluation_sets, fit_context, load_average, print_result, time_training_steps,
+                    training_arguments, training_setup)
 
 
 def time_steps(method, background, device: str, steps: int, seed: int) -> dict:
@@ -47,12 +35,7 @@ def time_steps(method, background, device: str, steps: int, seed: int) -> dict:
     The training split is the one a fit with validation trains on (the held-out alphabets left out).
     """
     train, _ = benchmark.split_background(background, method.validation_alphabets)
-    params = method.get_params()
-    timed_fit(params, train, device, seed, WARMUP_STEPS)  # untimed: one-time costs of the first fit
-    _, short_wall, short_cpu = timed_fit(params, train, device, seed, WARMUP_STEPS)
-    timed, long_wall, long_cpu = timed_fit(params, train, device, seed, WARMUP_STEPS + steps)
-    return {"steps_timed": steps, "wall_per_step": round((long_wall - short_wall) / steps, 4),
-            "cpu_per_step": round((long_cpu - short_cpu) / steps, 4), "precision": timed.training_precision_}
+    return time_training_steps("protonet", method.get_params(), train, device, seed, steps)
 
 
 def main() -> int:

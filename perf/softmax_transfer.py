@@ -33,14 +33,13 @@ import numpy as np
 import torch
 
 import benchmark
-from common import (fit_context, load_average, log, print_result, scratch_folder, task_sets, training_arguments,
-                    training_setup)
+from common import (fit_context, load_average, log, print_result, scratch_folder, task_sets, time_training_steps,
+                    training_arguments, training_setup)
 
 # What a --sweep variant may change: settings of the per-episode fine-tuning only, so that every
 # variant reuses the trunk trained once (the method's checkpoint key leaves them out).
 FINE_TUNING_PARAMS = ("adapt", "finetune_steps", "finetune_learning_rate", "finetune_weight_decay",
                       "prototype_init", "logit_scale")
-WARMUP_STEPS = 2
 
 
 def timed(function):
@@ -48,28 +47,6 @@ def timed(function):
     wall, cpu = time.perf_counter(), time.process_time()
     result = function()
     return result, round(time.perf_counter() - wall, 3), round(time.process_time() - cpu, 3)
-
-
-def timed_fit(params: dict, background, device: str, seed: int, steps: int) -> tuple[float, float]:
-    """(training seconds, CPU seconds of the fit) of a fit of `steps` steps without validation."""
-    method = benchmark.create_method("softmax_transfer", dict(params, steps=steps, validation_alphabets=0))
-    torch.manual_seed(seed)
-    _, _, cpu = timed(lambda: method.fit(background, fit_context(device, seed)))
-    return method.training_info_["seconds_per_step"] * method.training_info_["steps"], cpu
-
-
-def time_steps(params: dict, background, device: str, steps: int, seed: int) -> dict:
-    """Seconds per training step: a fit of 2 + `steps` steps minus a fit of 2 steps.
-
-    Without validation, so this is the cost of the steps alone; the difference cancels
-    the fixed costs (building the model, warming up), and an untimed fit first takes the
-    one-time costs of the process's first fit.
-    """
-    timed_fit(params, background, device, seed, WARMUP_STEPS)
-    wall_short, cpu_short = timed_fit(params, background, device, seed, WARMUP_STEPS)
-    wall_long, cpu_long = timed_fit(params, background, device, seed, WARMUP_STEPS + steps)
-    return {"steps_timed": steps, "wall_per_step": round((wall_long - wall_short) / steps, 4),
-            "cpu_per_step": round((cpu_long - cpu_short) / steps, 4), "fixed_wall": round(wall_short, 3)}
 
 
 def score_sets(method, split, sets: dict) -> dict:
@@ -158,7 +135,8 @@ def main() -> int:
     result = {"params": method.get_params(), "threads": args.threads, "device": args.device,
               "seed": seed, "load_before": load_average()}
     if args.time_steps:
-        result.update(time_steps(method.get_params(), data.background, args.device, args.time_steps, seed))
+        result.update(time_training_steps("softmax_transfer", method.get_params(), data.background, args.device,
+                                          seed, args.time_steps))
         result["load_after"] = load_average()
         return print_result(result, args.json)
 

@@ -8,8 +8,11 @@
 
 Each method is fitted twice without validation (a fit of 2 steps and one of 2 + N, after an
 untimed warm-up fit), and the difference of their training times (`training_info_`, the
-loop's own clock) divided by N is the time of a step: set-up, first-step costs and the
-checkpoint cache are left out (every fit here trains; nothing is cached). `precision` is the
+loop's own clock) divided by N is the time of a step (`wall_per_step`; perf/common.py's
+`time_training_steps`, which perf/protonet.py and perf/softmax_transfer.py use too): set-up,
+first-step costs and the checkpoint cache are left out (every fit here trains; nothing is
+cached). Until 2026-11-30 10:00 this script timed each fit by `train_seconds` and named the
+result `seconds_per_step` (the JSON files of 038afa8 in perf/results/). `precision` is the
 config's (protonet's `auto` is bf16 where the CPU has AVX512-BF16 or AMX). The emulation
 line above makes oneDNN and ATen use AVX2 code only: it approximates an AVX2-only CPU of the
 same clock, not a slower one. One JSON line at the end, with the load average before and after.
@@ -18,35 +21,12 @@ same clock, not a slower one. One JSON line at the end, with the load average be
 from __future__ import annotations
 
 import sys
-import time
 
 import torch
 
-import benchmark
-from common import fit_context, load_average, load_data, print_result, run_config, training_arguments
+from common import load_average, load_data, print_result, run_config, time_training_steps, training_arguments
 
-WARMUP_STEPS = 2
 TRAINED = ("protonet", "softmax_transfer", "siamese")
-NO_VALIDATION = {"validation_alphabets": 0}
-
-
-def train_seconds(name: str, params: dict, data, seed: int, steps: int) -> tuple[float, float, str]:
-    """(training seconds, CPU seconds, precision) of one fit of `steps` steps without validation."""
-    method = benchmark.create_method(name, dict(params, steps=steps, **NO_VALIDATION))
-    torch.manual_seed(seed)
-    cpu = time.process_time()
-    method.fit(data.background, fit_context("cpu", seed, log=lambda message: None))
-    info = method.training_info_
-    # protonet picks its precision (bf16 where native); the others train in fp32 on a CPU
-    return info["train_seconds"], time.process_time() - cpu, getattr(method, "training_precision_", "fp32")
-
-
-def step_time(name: str, params: dict, data, seed: int, steps: int) -> dict:
-    train_seconds(name, params, data, seed, WARMUP_STEPS)  # untimed: first-call costs
-    short, short_cpu, _ = train_seconds(name, params, data, seed, WARMUP_STEPS)
-    long, long_cpu, precision = train_seconds(name, params, data, seed, WARMUP_STEPS + steps)
-    return {"seconds_per_step": round((long - short) / steps, 4), "cpu_per_step": round((long_cpu - short_cpu) / steps, 4),
-            "precision": precision}
 
 
 def main() -> int:
@@ -61,7 +41,7 @@ def main() -> int:
     result = {"threads": args.threads, "steps": steps, "load_before": load_average(), "methods": {}}
     for name in args.methods.split(","):
         params = config.methods.get(name, {})
-        result["methods"][name] = step_time(name, params, data, config.seed, steps)
+        result["methods"][name] = time_training_steps(name, params, data.background, "cpu", config.seed, steps)
         print(f"{name}: {result['methods'][name]}", file=sys.stderr, flush=True)
     result["load_after"] = load_average()
     return print_result(result, args.json)

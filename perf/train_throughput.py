@@ -35,7 +35,8 @@ import traceback
 import torch
 
 import benchmark
-from common import add_data_options, fit_context, load_average, load_data, machine, print_result, run_config
+from common import (add_data_options, fit_without_validation, load_average, load_data, machine, print_result,
+                    run_config)
 
 # --tiny: one small eager configuration, a step or two.
 TINY = {"modes": "eager", "batch_images": "16", "warmup": 1, "steps": 2, "rounds": 1, "inference_images": 64}
@@ -44,18 +45,6 @@ TINY = {"modes": "eager", "batch_images": "16", "warmup": 1, "steps": 2, "rounds
 def pairs_per_step(batch_images: int, pairing: str) -> int:
     """Pairs the loss scores in one step, counted as the method's pair loss forms them."""
     return batch_images * (batch_images - 1) // 2 if pairing == "all" else batch_images // 2
-
-
-def timed_fit(params: dict, data, seed: int, steps: int) -> tuple:
-    """A fresh compact Siamese net (same seed each time) trained `steps` steps on the whole
-    background split, without validation: (method, training seconds, CPU seconds of the fit)."""
-    method = benchmark.create_method("siamese", dict(params, steps=steps, validation_alphabets=0))
-    torch.manual_seed(seed)
-    cpu_started = time.process_time()
-    method.fit(data.background, fit_context("cpu", seed))
-    info = method.training_info_
-    # seconds_per_step has more digits than train_seconds
-    return method, info["seconds_per_step"] * info["steps"], time.process_time() - cpu_started
 
 
 def configuration(config, mode: str, batch_images: int) -> dict:
@@ -71,7 +60,7 @@ def warm_up(config, data, mode: str, batch_images: int, warmup: int) -> tuple[di
     params = configuration(config, mode, batch_images)
     try:
         load = load_average()
-        method, seconds, _ = timed_fit(params, data, config.seed, warmup)
+        method, seconds, _ = fit_without_validation("siamese", params, data.background, "cpu", config.seed, warmup)
         row.update(pairs_per_step=pairs_per_step(batch_images, method.params_["pairing"]),
                    warmup_seconds=round(seconds, 2), warmup_load=load)
     except Exception as error:  # torch.compile can fail on a CPU without a working compiler
@@ -86,8 +75,9 @@ def time_round(row: dict, params: dict, data, seed: int, warmup: int, steps: int
     """Time `steps` steps after `warmup` (two fits, subtracted); keep the fastest round in `row`.
     Returns the longer fit's method."""
     load = load_average()
-    _, short_seconds, short_cpu = timed_fit(params, data, seed, warmup)
-    method, long_seconds, long_cpu = timed_fit(params, data, seed, warmup + steps)
+    _, short_seconds, short_cpu = fit_without_validation("siamese", params, data.background, "cpu", seed, warmup)
+    method, long_seconds, long_cpu = fit_without_validation("siamese", params, data.background, "cpu", seed,
+                                                          warmup + steps)
     per_step = max(long_seconds - short_seconds, 1e-9) / steps
     if "seconds_per_step" not in row or per_step < row["seconds_per_step"]:
         row.update(seconds_per_step=round(per_step, 5),
