@@ -20,6 +20,7 @@ from pathlib import Path
 from benchmark.errors import BenchmarkError, ConfigError
 from benchmark.threads import prefer_passive_waiting
 
+
 def _positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"takes a whole number of at least 1, not {text!r}")
@@ -104,6 +105,10 @@ COMMANDS = {
                      ["config", "set", "data-dir", "no-download", "methods", "check", "quiet"]),
 }
 
+# The commands that fit or score methods, and so keep torch's threads busy (the others compute
+# little or nothing with torch).
+RUNS_METHODS = {"run", "update-baselines", "ship-weights"}
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors raise (one line, exit code 2) instead of exiting."""
@@ -130,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, "run")
-    prefer_passive_waiting()  # before anything imports torch (benchmark/threads.py says why)
     try:
         args = build_parser().parse_args(argv)
+        if args.command in RUNS_METHODS:
+            prefer_passive_waiting()  # before anything imports torch (benchmark/threads.py says why)
         from benchmark import commands
 
         return commands.HANDLERS[args.command](args)

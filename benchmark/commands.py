@@ -323,11 +323,10 @@ def ship_weights_command(args) -> int:
 
     shipped = ShippedWeights(WEIGHTS_DIR, log=log)
     if args.check:
-        problems = [shipped.problem(entry) for entry in shipped.manifest()["weights"]]
-        for problem in filter(None, problems):
-            print(problem)
-        print(f"{len(problems)} shipped weight files, {len(list(filter(None, problems)))} unusable")
-        return 1 if any(problems) else 0
+        entries = shipped.manifest()["weights"]
+        problems = [problem for problem in map(shipped.problem, entries) if problem]
+        print("\n".join(problems + [f"{len(entries)} shipped weight files, {len(problems)} unusable"]))
+        return 1 if problems else 0
     import torch
 
     from benchmark import registry

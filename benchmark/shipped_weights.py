@@ -104,6 +104,7 @@ class ShippedWeights:
     def __init__(self, root: str | Path = WEIGHTS_DIR, log=print):
         self.root = Path(root)
         self.log = log
+        self.files = CheckpointStore(self.root, log=log)  # the files' format and their own checks
 
     def manifest(self) -> dict[str, Any]:
         path = self.root / MANIFEST_NAME
@@ -138,10 +139,10 @@ class ShippedWeights:
         if problem is not None:
             self.log(f"{problem}; training instead")
             return None
-        return CheckpointStore(self.root, log=self.log).load(method_name, key)
+        return self.files.load(method_name, key)
 
     def path(self, method_name: str, key: str) -> Path:
-        return CheckpointStore(self.root).path(method_name, key)
+        return self.files.path(method_name, key)
 
     def add(self, method_name: str, key: str, source: Path, config_name: str, trained: dict) -> Path:
         """Copy a checkpoint file in and record it (replacing an entry of the same method and config)."""
@@ -154,8 +155,9 @@ class ShippedWeights:
                  "config": config_name, "trained": trained}
         manifest = self.manifest()
         kept = [old for old in manifest["weights"] if (old["method"], old["config"]) != (method_name, config_name)]
-        for old in manifest["weights"]:
-            if old not in kept and old["file"] != target.name and not any(k["file"] == old["file"] for k in kept):
+        in_use = {old["file"] for old in kept} | {target.name}
+        for old in manifest["weights"]:  # the replaced entry's file, unless another entry still names it
+            if old["file"] not in in_use:
                 (self.root / old["file"]).unlink(missing_ok=True)
         manifest["weights"] = sorted(kept + [entry], key=lambda item: (item["config"], item["method"]))
         write_atomically(self.root / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")

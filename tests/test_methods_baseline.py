@@ -115,11 +115,17 @@ def test_nearest_neighbor_separates_synthetic_characters():
     assert accuracy(fitted("nearest_neighbor").predict(batch_for(e)), e) > 0.95
 
 
+def embed_call_sizes(method, monkeypatch) -> list[int]:
+    """The number of images of each later call of `method.embed`, appended as they happen."""
+    sizes = []
+    original = method.embed
+    monkeypatch.setattr(method, "embed", lambda images: sizes.append(len(images)) or original(images))
+    return sizes
+
+
 def test_embedding_cache_reuses_features_and_chunks_give_the_same_scores(monkeypatch, per_episode_path):
     method = fitted("nearest_neighbor")
-    calls = []
-    original = method.embed
-    monkeypatch.setattr(method, "embed", lambda images: calls.append(len(images)) or original(images))
+    calls = embed_call_sizes(method, monkeypatch)
     e = episodes(n_way=5, count=30)
     first = method.predict(batch_for(e))
     again = method.predict(batch_for(e))
@@ -183,9 +189,7 @@ def test_score_runs_without_gradients_unless_the_method_asks_for_them():
 
 def test_images_are_embedded_64_a_call_on_a_cpu(monkeypatch, per_episode_path):
     method = fitted("nearest_neighbor")
-    sizes = []
-    original = method.embed
-    monkeypatch.setattr(method, "embed", lambda images: sizes.append(len(images)) or original(images))
+    sizes = embed_call_sizes(method, monkeypatch)
     e = episodes(n_way=5, count=40)
     method.predict(batch_for(e))
     assert sum(sizes) == len(np.unique(np.r_[e.support.ravel(), e.query.ravel()])) > 64
