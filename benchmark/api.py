@@ -24,15 +24,20 @@ from benchmark.errors import MethodError
 @dataclass(frozen=True)
 class Capabilities:
     """What a method declares about itself. Every field is read: `needs_training` and
-    `uses_gpu` by the runner, `deterministic` by the contract check and the CI regression."""
+    `uses_gpu` by the runner, `cpus` by the Ray executor, `deterministic` by the contract check
+    and the CI regression."""
 
     # Trained once per training seed (`--seeds`); run on `only_trained` task sets.
     needs_training: bool = False
     # Same seed, same scores, on the same machine and device: the contract checks it, and the
     # CI regression requires such an untrained method to match its golden numbers exactly.
     deterministic: bool = True
-    # Fitted and run on the run's device (`--device cuda`); otherwise always on the CPU.
+    # Fitted and run on the run's device (`--device cuda`); otherwise always on the CPU. On a
+    # cluster (`--executor ray`) each of its jobs then asks for one GPU, where the cluster has any.
     uses_gpu: bool = False
+    # The CPUs one of its jobs takes on a cluster (`--executor ray`), and so its torch threads
+    # there: jobs sharing a node never ask for more threads than the node has cores.
+    cpus: int = 1
 
 
 @dataclass(frozen=True)

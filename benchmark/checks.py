@@ -163,6 +163,9 @@ def method_class(subject: Subject) -> None:
         subject.fail(rule, f"abstract methods not implemented: {', '.join(sorted(cls.__abstractmethods__))}")
     if not isinstance(cls.capabilities, Capabilities):
         subject.fail(rule, "`capabilities` must be a benchmark.api.Capabilities(...)")
+    cpus = cls.capabilities.cpus
+    if not isinstance(cpus, int) or isinstance(cpus, bool) or cpus < 1:
+        subject.fail(rule, f"capabilities.cpus must be a whole number of at least 1, not {cpus!r}")
     own = inspect.signature(cls.__init__).parameters
     if any(p.kind is p.VAR_POSITIONAL for p in own.values()):
         subject.fail(rule, "the constructor takes *args: hyperparameters must be named")

@@ -343,3 +343,12 @@ def test_synthetic_splits_are_trivially_separable_but_not_identical():
         distinct = ~np.eye(len(ink), dtype=bool)
         assert differ[same & distinct].min() > 0
         assert differ[same & distinct].max() < differ[~same].min()
+
+
+@pytest.mark.parametrize("cpus", [0, -1, 1.5, True])
+def test_a_job_needs_a_whole_number_of_cpus(cpus):
+    class Greedy(ConstantScores):
+        capabilities = Capabilities(cpus=cpus)
+
+    with pytest.raises(CheckFailure, match="capabilities.cpus must be a whole number"):
+        check_method(Greedy, rules=["method_class"])
