@@ -49,7 +49,7 @@ OPTIONS = {
         "freeze": "folder to write the frozen files into (default: the config's `frozen` folder)"}),
     "resume": (["--resume"], {"default": None, "metavar": "RUN_DIR", "type": Path},
                "finish an interrupted run: reuses the config, methods and seeds saved in RUN_DIR/run.json "
-               "(--set, --methods, --device, --data-dir and --plugin still apply)"),
+               "(--set, --methods, --device, --data-dir, --plugin and --executor still apply)"),
     "data-dir": (["--data-dir"], {"default": None, "metavar": "DIR"},
                  "the Omniglot folder (default: $OMNIGLOT_DIR, else data/omniglot)"),
     "no-download": (["--no-download"], {"action": "store_true"}, "never download missing data"),
@@ -59,6 +59,13 @@ OPTIONS = {
                                 "metavar": "N"},
                 "torch threads (default: the CPUs this process may use: its affinity, bounded by its "
                 "cgroup's CPU quota)"),
+    "executor": (["--executor"], {"choices": ["local", "ray"], "default": "local"},
+                 "where the jobs run: 'local', in this process (the default), or 'ray', on a Ray cluster "
+                 "(pip install -e '.[ray]'); the run folder is the same either way, and a run started with one "
+                 "can be resumed with the other"),
+    "ray-address": (["--ray-address"], {"default": None, "metavar": "ADDRESS"},
+                    "the Ray cluster for --executor ray, e.g. 10.0.0.1:6379 (default: $RAY_ADDRESS, else a "
+                    "Ray instance started on this machine, sized to the CPUs this process may use)"),
     "retrain": (["--retrain"], {"action": "store_true"}, "ignore cached checkpoints"),
     "seeds": (["--seeds"], {"default": None, "metavar": "S1,S2,..."},
               "train and evaluate each trained method once per seed, on the same episodes (default: the "
@@ -80,8 +87,8 @@ COMMANDS = {
     "run": ("benchmark methods on a config's task sets (the default command)",
             "Benchmark one-shot learning methods on Omniglot: fit each method, score every task set, "
             "write records, tables and figures into a run folder. An existing run folder is resumed.",
-            ["methods", "config", "set", "out", "resume", "data-dir", "no-download", "device", "threads", "retrain",
-             "seeds", "plugin", "list-methods", "quiet"]),
+            ["methods", "config", "set", "out", "resume", "data-dir", "no-download", "device", "threads", "executor",
+             "ray-address", "retrain", "seeds", "plugin", "list-methods", "quiet"]),
     "download": ("fetch the official Omniglot files (md5-checked) and convert them",
                  "Fetch the official Omniglot zips (md5-checked) and convert them into omniglot.npz.",
                  ["data-dir"]),

@@ -51,15 +51,20 @@ def run_command(args) -> int:
 
 
 def _run(args, config, method_names, seeds, data_dir, out_dir: Path) -> int:
+    from benchmark.executors import make_executor
+    from benchmark.jobs import resolve_device
     from benchmark.report import report_runs
-    from benchmark.runner import RunOptions, resolve_device, run_benchmark
+    from benchmark.runner import RunOptions, run_benchmark
     from benchmark.threads import set_threads
 
-    device = resolve_device(args.device or config.device)
+    executor = make_executor(args.executor, args.ray_address, log=log)
+    # In this process the device is checked before the data loads; a cluster's GPUs decide there.
+    device = resolve_device(args.device or config.device) if args.executor == "local" else \
+        args.device or config.device
     set_threads(args.threads)
     data, task_sets = load_data_and_tasks(config, data_dir, download=not args.no_download, progress=not args.quiet)
     options = RunOptions(device=device, retrain=args.retrain, progress=not args.quiet,
-                         checkpoint_dir=CHECKPOINT_DIR, seeds=seeds, log=log)
+                         checkpoint_dir=CHECKPOINT_DIR, seeds=seeds, log=log, executor=executor)
     log(f"run folder: {out_dir}")
     try:
         outcome = run_benchmark(config, method_names, data, task_sets, out_dir, options)
@@ -121,6 +126,8 @@ def _interrupted_message(args, out_dir: Path) -> str:
         command += ["--plugin", plugin]
     command += ["--data-dir", args.data_dir] if args.data_dir is not None else []
     command += ["--device", args.device] if args.device is not None else []
+    command += ["--executor", args.executor] if args.executor != "local" else []
+    command += ["--ray-address", args.ray_address] if args.ray_address is not None else []
     command += ["--no-download"] * args.no_download + ["--quiet"] * args.quiet
     return (f"\ninterrupted: finished chunks are saved in {out_dir}; resume with:\n"
             f"  {shlex.join(command)}")
@@ -333,7 +340,7 @@ def ship_weights_command(args) -> int:
     from benchmark.api import FitContext
     from benchmark.checkpoints import CheckpointStore
     from benchmark.environment import git_commit
-    from benchmark.runner import resolve_device
+    from benchmark.jobs import resolve_device
     from tasks.sets import data_split
 
     config = load_config(project_file(args.config) if args.config else DEFAULT_CONFIG, args.overrides)

@@ -26,9 +26,10 @@ class Environment:
     gpu: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     git_commit: str | None = None
+    executor: str | None = None  # "local", or the Ray cluster the jobs ran on (benchmark/executors/)
 
     @classmethod
-    def capture(cls, device: str) -> Environment:
+    def capture(cls, device: str, executor: str = "local") -> Environment:
         import torch
 
         versions = {}
@@ -40,7 +41,7 @@ class Environment:
                    torch_threads=torch.get_num_threads(),
                    omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), device=device,
                    gpu=torch.cuda.get_device_name() if device == "cuda" else None,
-                   versions=versions, git_commit=git_commit())
+                   versions=versions, git_commit=git_commit(), executor=executor)
 
 
 def git_commit() -> str | None:

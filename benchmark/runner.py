@@ -1,50 +1,48 @@
-"""Fit each method once per training seed and training split, predict every task set, and save
-records as they finish.
+"""Plan a run's jobs, hand them to an executor, and record what they give back.
 
 A method is fitted on the split its task sets' protocol trains on (tasks/protocols.py: Lake's
-background alphabets, or the Vinyals trainval classes), once per split the run needs, and
-predicts only the task sets of that split's protocol.
+background alphabets, or the Vinyals trainval classes), once per training seed and per split
+the run needs, and predicts only the task sets of that split's protocol. Each such fit is a
+`FitJob` (benchmark/jobs.py); an executor (benchmark/executors/: in this process, or on a Ray
+cluster) fits it and predicts its task sets, and reports each result to the `RunRecorder`.
 
-The run folder (benchmark/run_folder.py) is written through one `RunWriter`: each (method,
-seed, task set, N) is written to a file of its own and listed in run.json as soon as it is
-done, so rerunning into the same folder computes only what is missing, and an interrupted
-run resumed gives the same records as one never interrupted.
+The run folder (benchmark/run_folder.py) is written by this process alone, through one
+`RunWriter`: each (method, seed, task set, N) is written to a file of its own and listed in
+run.json as soon as it is done, so rerunning into the same folder computes only what is
+missing, whichever executor ran the first part, and an interrupted run resumed gives the same
+records as one never interrupted.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import time
 from dataclasses import dataclass, field, fields
+import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
 from benchmark import registry
-from benchmark.api import FitContext, SharedComponents, checked_scores
-from benchmark.checkpoints import CheckpointStore
-from benchmark.shipped_weights import WEIGHTS_DIR, ShippedWeights
 from benchmark.config import RunConfig
-from benchmark.environment import Environment, peak_rss_mb
-from benchmark.errors import BenchmarkError, ConfigError, MethodError
+from benchmark.environment import Environment
+from benchmark.errors import BenchmarkError
+from benchmark.executors.local import LocalExecutor
+from benchmark.jobs import FitJob, FitSettings, Fitted
 from benchmark.paths import CHECKPOINT_DIR
 from benchmark.run_folder import RunFolder, RunWriter
 from benchmark.run_manifest import DataEntry, RunManifest, chunk_key, fit_label, task_set_hashes
-from tasks.sets import TaskSet, data_split
+from benchmark.shipped_weights import WEIGHTS_DIR
+from tasks.sets import TaskSet
 
 
 @dataclass
 class RunOptions:
-    device: str = "cpu"
+    device: str = "cpu"  # "cpu", "cuda", or "auto" (the executor decides: a GPU where there is one)
     retrain: bool = False
     progress: bool = True
     checkpoint_dir: Path = CHECKPOINT_DIR
     shipped_weights_dir: Path | None = WEIGHTS_DIR  # None: never use shipped weights
     seeds: tuple[int, ...] | None = None  # None: the config's seed
     log: object = field(default=print, repr=False)
+    executor: object = None  # None: LocalExecutor(); or benchmark.executors.ray_cluster.RayExecutor
 
 
 @dataclass
@@ -57,41 +55,44 @@ class RunOutcome:
         return 1 if self.failures else 0
 
 
-def resolve_device(requested: str) -> str:
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available: use --device cpu")
-    return requested
-
-
 def run_benchmark(config: RunConfig, method_names: list[str], data, task_sets: list[TaskSet],
                   out_dir: Path, options: RunOptions) -> RunOutcome:
     """Run every method on every task set into out_dir, resuming what is already there."""
-    methods = {name: registry.create_method(name, config.methods.get(name, {})) for name in method_names}
     seeds = tuple(options.seeds or (config.seed,))
-    fresh = RunManifest(
-        run_id=Path(out_dir).name, config=config.to_dict(), methods_requested=list(method_names),
-        seeds=list(seeds), task_sets=task_set_hashes(task_sets),
-        data=DataEntry(str(data.root), data.background.sha256, data.evaluation.sha256),
-        environment=Environment.capture(options.device), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    failures, components = {}, SharedComponents()
-    with RunFolder(out_dir).writer(fresh, options.log) as writer:
-        for name in method_names:
-            for seed in _seeds_of(methods[name], seeds):
-                todo = _todo(methods[name], name, seed, config, task_sets, writer, fit_label(name, seed, seeds),
-                             options.log)
-                for index, (training_split, its_task_sets) in enumerate(_by_training_split(todo).items()):
-                    # A fresh instance for each fit but a lone seed's first: nothing fitted for
-                    # one seed or training split leaks into another.
-                    reuse = len(seeds) == 1 and index == 0
-                    method = methods[name] if reuse else registry.create_method(name, config.methods.get(name, {}))
-                    label = fit_label(name, seed, seeds, training_split)
-                    failure = _run_method(method, name, label, seed, data, training_split, its_task_sets, writer,
-                                          options, components)
-                    if failure is not None:
-                        failures[label] = failure
-    return RunOutcome(Path(out_dir), failures)
+    settings = FitSettings(checkpoint_dir=options.checkpoint_dir, shipped_weights_dir=options.shipped_weights_dir,
+                           retrain=options.retrain, progress=options.progress, log=options.log)
+    with options.executor or LocalExecutor() as executor:
+        device = executor.resolve_device(options.device)
+        fresh = RunManifest(
+            run_id=Path(out_dir).name, config=config.to_dict(), methods_requested=list(method_names),
+            seeds=list(seeds), task_sets=task_set_hashes(task_sets),
+            data=DataEntry(str(data.root), data.background.sha256, data.evaluation.sha256),
+            environment=Environment.capture(device, executor.description()),
+            started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        with RunFolder(out_dir).writer(fresh, options.log) as writer:
+            recorder = RunRecorder(writer, options.log)
+            executor.run(plan_fits(config, method_names, task_sets, writer, seeds, device, options.log), data,
+                         recorder, settings)
+    return RunOutcome(Path(out_dir), recorder.failures)
+
+
+def plan_fits(config: RunConfig, method_names: list[str], task_sets: list[TaskSet], writer: RunWriter,
+              seeds: tuple[int, ...], device: str, log) -> list[FitJob]:
+    """The fits the run still needs, in the order the in-process executor runs them: method by
+    method, seed by seed, training split by training split."""
+    jobs = []
+    for name in method_names:
+        first = registry.create_method(name, config.methods.get(name, {}))
+        for seed in _seeds_of(first, seeds):
+            todo = _todo(first, name, seed, config, task_sets, writer, fit_label(name, seed, seeds), log)
+            for index, (training_split, its_task_sets) in enumerate(_by_training_split(todo).items()):
+                # A fresh instance for each fit but a lone seed's first: nothing fitted for
+                # one seed or training split leaks into another.
+                reuse = len(seeds) == 1 and index == 0
+                method = first if reuse else registry.create_method(name, config.methods.get(name, {}))
+                jobs.append(FitJob(name, method, seed, training_split, fit_label(name, seed, seeds, training_split),
+                                   its_task_sets, _device_of(method, device)))
+    return jobs
 
 
 def _by_training_split(task_sets: list[TaskSet]) -> dict[str, list[TaskSet]]:
@@ -130,86 +131,45 @@ def _device_of(method, run_device: str) -> str:
     return run_device if method.capabilities.uses_gpu else "cpu"
 
 
-def _run_method(method, name: str, label: str, seed: int, data, training_split: str, task_sets, writer: RunWriter,
-                options: RunOptions, components: SharedComponents) -> str | None:
-    """Fit one (method, seed) on `training_split` and predict its task sets into the run
-    folder; the reason when it fails.
+class RunRecorder:
+    """The executors' one way into the run folder: a job started, built shared parts, scored a
+    task set, finished or failed. A method's failure is recorded and the others go on."""
 
-    A method's failure is reported and the others go on; Ctrl-C stops the run.
-    """
-    device = _device_of(method, options.device)
-    try:
-        writer.record_method(name, registry.source_of(name), _jsonable(method.get_params()),
-                             {f.name: getattr(method.capabilities, f.name) for f in fields(method.capabilities)},
-                             device)
-        timing = _fit_and_predict(method, label, seed, data_split(data, training_split), data, task_sets, writer,
-                                  options, device, components)
-    except KeyboardInterrupt:
-        raise
-    except BenchmarkError as error:
-        failure = str(error)
-    except Exception as error:  # a method's own bug: report it and let the others finish
-        failure = f"{type(error).__name__}: {error}"
-    else:
-        writer.record_outcome(name, label, timing_key(seed, training_split), timing, None)
-        return None
-    options.log(f"method {label} failed: {failure}")
-    writer.record_outcome(name, label, timing_key(seed, training_split), None, failure)
-    return failure
+    def __init__(self, writer: RunWriter, log):
+        self.writer, self.log = writer, log
+        self.failures: dict[str, str] = {}  # fit label -> reason
 
+    def start(self, job: FitJob) -> bool:
+        """Record where the method came from and how it is set up, before it runs (so that a
+        method that fails is traced as well as one that works); False, with the failure
+        recorded, when the folder refuses it."""
+        method = job.method
+        try:
+            self.writer.record_method(job.name, registry.source_of(job.name), _jsonable(method.get_params()),
+                                      {f.name: getattr(method.capabilities, f.name)
+                                       for f in fields(method.capabilities)}, job.device)
+        except BenchmarkError as error:
+            self.fail(job, str(error))
+            return False
+        return True
 
-def timing_key(seed: int, training_split: str) -> str:
-    """Where run.json keeps one fit's times: "SEED/TRAINING_SPLIT", e.g. "0/background"."""
-    return f"{seed}/{training_split}"
+    def fitted(self, job: FitJob, fitted: Fitted) -> None:
+        self.writer.record_components(fitted.components, job.label)
 
+    def predicted(self, job: FitJob, task_set: TaskSet, scores) -> None:
+        """Write one task set's records, once: a result an executor got twice is not written again."""
+        episodes = task_set.episodes
+        if chunk_key(job.method.name, job.seed, task_set.name, episodes.n_way, episodes.k_shot) \
+                not in self.writer.manifest.done():
+            self.writer.append(job.method.name, job.seed, task_set, scores)
 
-def _fit_and_predict(method, label, seed, training_split, data, task_sets, writer: RunWriter, options, device,
-                     components) -> dict:
-    context = FitContext(device=device, seed=seed, progress=options.progress,
-                         checkpoints=CheckpointStore(options.checkpoint_dir, log=options.log),
-                         retrain=options.retrain, log=options.log, components=components,
-                         training_split=training_split.name,
-                         shipped_weights=ShippedWeights(options.shipped_weights_dir, log=options.log)
-                         if options.shipped_weights_dir is not None else None)
-    built_before = set(components.seconds)
-    # Layer initialisation in plugins often uses torch's global generator: seeding it here
-    # makes such methods reproducible and independent of the order methods run in.
-    torch.manual_seed(seed)
-    started = time.perf_counter()
-    try:
-        fitted = method.fit(training_split, context)
-    except BenchmarkError:
-        raise
-    except Exception as error:
-        raise MethodError(f"fit raised {type(error).__name__}: {error}") from error
-    if fitted is not method:
-        raise MethodError("fit must return self")
-    built = {key: seconds for key, seconds in components.seconds.items() if key not in built_before}
-    writer.record_components(built, label)
-    fit_seconds = time.perf_counter() - started - sum(built.values())  # shared parts are timed apart
-    started = time.perf_counter()
-    bar = tqdm(task_sets, desc=f"{label}: predicting", unit="set", disable=not options.progress,
-               leave=False, file=sys.stderr)
-    for task_set in bar:
-        bar.set_postfix_str(task_set.label)
-        batch = task_set.batch(data)
-        scores = _predicted(method, batch)
-        writer.append(method.name, seed, task_set, scores)
-    bar.close()
-    timing = {"fit_seconds": round(fit_seconds, 3), "predict_seconds": round(time.perf_counter() - started, 3),
-              "peak_rss_mb": round(peak_rss_mb(), 1)}
-    weights = (getattr(method, "training_info_", None) or {}).get("weights")
-    return dict(timing, weights=weights) if weights else timing  # "trained", "cached" or "shipped"
+    def finished(self, job: FitJob, timing: dict) -> None:
+        self.writer.record_outcome(job.name, job.label, job.timing_key, timing, None)
 
-
-def _predicted(method, batch) -> np.ndarray:
-    try:
-        scores = method.predict(batch)
-    except BenchmarkError:
-        raise
-    except Exception as error:
-        raise MethodError(f"predict raised {type(error).__name__}: {error}") from error
-    return checked_scores(scores, batch)
+    def fail(self, job: FitJob, reason: str) -> None:
+        self.log(f"method {job.label} failed: {reason}")
+        self.writer.record_outcome(job.name, job.label, job.timing_key, None, reason)
+        self.failures[job.label] = reason
 
 
 def _jsonable(value):

@@ -1,0 +1,123 @@
+"""The two kinds of job a run is made of, the same wherever they run (benchmark/executors/):
+
+    fit      one (method, training seed, training split): the method's `fit`, timed
+    predict  one fitted method on one task set: its `predict`, checked by `checked_scores`
+
+A `FitJob` is what the runner plans; `fit` and `predict` are what an executor calls, in this
+process or in a Ray worker. They raise MethodError when the method's own code fails, so that
+each executor reports a method's failure the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmark.api import FitContext, SharedComponents, checked_scores
+from benchmark.checkpoints import CheckpointStore
+from benchmark.errors import BenchmarkError, ConfigError, MethodError
+from benchmark.shipped_weights import ShippedWeights
+from tasks.sets import TaskSet, data_split
+
+
+@dataclass
+class FitJob:
+    """One fit the run still needs, and the task sets it then predicts."""
+
+    name: str  # the method's registered name
+    method: object  # a fresh instance, hyperparameters only
+    seed: int
+    training_split: str
+    label: str  # how messages and run.json's failures name this fit (run_manifest.fit_label)
+    task_sets: list[TaskSet]
+    device: str  # where the method runs: the run's device if it declares `uses_gpu`, else "cpu"
+
+    @property
+    def timing_key(self) -> str:
+        """Where run.json keeps this fit's times: "SEED/TRAINING_SPLIT", e.g. "0/background"."""
+        return f"{self.seed}/{self.training_split}"
+
+
+def resolve_device(requested: str) -> str:
+    """The device a run in this process uses: "auto" is a CUDA GPU where there is one."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available: use --device cpu")
+    return requested
+
+
+@dataclass
+class FitSettings:
+    """How a fit is run: the same for every fit of a run."""
+
+    checkpoint_dir: Path | None  # None: no checkpoint cache
+    shipped_weights_dir: Path | None  # None: never use shipped weights
+    retrain: bool = False
+    progress: bool = False
+    log: object = field(default=print, repr=False)
+
+
+@dataclass
+class Fitted:
+    method: object
+    fit_seconds: float  # without the shared components it built, timed apart
+    components: dict[str, float]  # shared components this fit built -> seconds
+    weights: str | None  # "trained", "cached" or "shipped" for a trained method
+
+    def timing(self, predict_seconds: float, peak_rss_mb: float) -> dict:
+        """The fit's entry in run.json's method timing."""
+        timing = {"fit_seconds": round(self.fit_seconds, 3), "predict_seconds": round(predict_seconds, 3),
+                  "peak_rss_mb": round(peak_rss_mb, 1)}
+        return dict(timing, weights=self.weights) if self.weights else timing
+
+
+def fit(method, seed: int, training_split: str, data, device: str, settings: FitSettings,
+        components: SharedComponents) -> Fitted:
+    """Fit `method` on the split `training_split` of `data`; MethodError when its code fails."""
+    context = FitContext(
+        device=device, seed=seed, progress=settings.progress, retrain=settings.retrain, log=settings.log,
+        checkpoints=CheckpointStore(settings.checkpoint_dir, log=settings.log)
+        if settings.checkpoint_dir is not None else None,
+        shipped_weights=ShippedWeights(settings.shipped_weights_dir, log=settings.log)
+        if settings.shipped_weights_dir is not None else None,
+        components=components, training_split=training_split)
+    built_before = set(components.seconds)
+    # Layer initialisation in plugins often uses torch's global generator: seeding it here
+    # makes such methods reproducible and independent of the order (and place) methods run in.
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    try:
+        fitted = method.fit(data_split(data, training_split), context)
+    except BenchmarkError:
+        raise
+    except Exception as error:
+        raise MethodError(f"fit raised {type(error).__name__}: {error}") from error
+    if fitted is not method:
+        raise MethodError("fit must return self")
+    built = {key: seconds for key, seconds in components.seconds.items() if key not in built_before}
+    weights = (getattr(method, "training_info_", None) or {}).get("weights")
+    return Fitted(method, time.perf_counter() - started - sum(built.values()), built, weights)
+
+
+def predict(method, task_set: TaskSet, data) -> tuple[np.ndarray, float]:
+    """A fitted method's checked scores on one task set, and the seconds they took."""
+    started = time.perf_counter()
+    batch = task_set.batch(data)
+    try:
+        scores = method.predict(batch)
+    except BenchmarkError:
+        raise
+    except Exception as error:
+        raise MethodError(f"predict raised {type(error).__name__}: {error}") from error
+    return checked_scores(scores, batch), time.perf_counter() - started
+
+
+def failure_reason(error: Exception) -> str:
+    """How run.json and the terminal state a failed job: a method's error as it said it; any
+    other exception (a bug in the method's own code outside fit/predict) with its type."""
+    return str(error) if isinstance(error, BenchmarkError) else f"{type(error).__name__}: {error}"
