@@ -58,7 +58,8 @@ OPTIONS = {
     "threads": (["--threads"], {"default": None, "type": _positive_int,
                                 "metavar": "N"},
                 "torch threads (default: the CPUs this process may use: its affinity, bounded by its "
-                "cgroup's CPU quota)"),
+                "cgroup's CPU quota); with --executor ray, the CPUs and torch threads of every job (default: "
+                "the CPUs its method declares, 1 for the built-in ones)"),
     "executor": (["--executor"], {"choices": ["local", "ray"], "default": "local"},
                  "where the jobs run: 'local', in this process (the default), or 'ray', on a Ray cluster "
                  "(pip install -e '.[ray]'); the run folder is the same either way, and a run started with one "

@@ -57,7 +57,7 @@ def _run(args, config, method_names, seeds, data_dir, out_dir: Path) -> int:
     from benchmark.runner import RunOptions, run_benchmark
     from benchmark.threads import set_threads
 
-    executor = make_executor(args.executor, args.ray_address, log=log)
+    executor = make_executor(args.executor, args.ray_address, args.threads, log=log)
     # In this process the device is checked before the data loads; a cluster's GPUs decide there.
     device = resolve_device(args.device or config.device) if args.executor == "local" else \
         args.device or config.device

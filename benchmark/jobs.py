@@ -19,6 +19,7 @@ import torch
 
 from benchmark.api import FitContext, SharedComponents, checked_scores
 from benchmark.checkpoints import CheckpointStore
+from benchmark import run_manifest
 from benchmark.errors import BenchmarkError, ConfigError, MethodError
 from benchmark.shipped_weights import ShippedWeights
 from tasks.sets import TaskSet, data_split
@@ -69,9 +70,12 @@ class Fitted:
     components: dict[str, float]  # shared components this fit built -> seconds
     weights: str | None  # "trained", "cached" or "shipped" for a trained method
 
-    def timing(self, predict_seconds: float, peak_rss_mb: float) -> dict:
-        """The fit's entry in run.json's method timing."""
-        timing = {"fit_seconds": round(self.fit_seconds, 3), "predict_seconds": round(predict_seconds, 3),
+    def timing(self, predict_seconds: dict[str, float], peak_rss_mb: float) -> dict:
+        """The fit's entry in run.json's method timing; `predict_seconds`: task-set key
+        ("cross/20way/1shot") -> seconds its prediction job took (kept, for perf/cluster_cost.py)."""
+        timing = {"fit_seconds": round(self.fit_seconds, 3),
+                  "predict_seconds": round(sum(predict_seconds.values()), 3),
+                  "predict_seconds_per_task_set": {key: round(seconds, 3) for key, seconds in predict_seconds.items()},
                   "peak_rss_mb": round(peak_rss_mb, 1)}
         return dict(timing, weights=self.weights) if self.weights else timing
 
@@ -115,6 +119,11 @@ def predict(method, task_set: TaskSet, data) -> tuple[np.ndarray, float]:
     except Exception as error:
         raise MethodError(f"predict raised {type(error).__name__}: {error}") from error
     return checked_scores(scores, batch), time.perf_counter() - started
+
+
+def task_set_key(task_set: TaskSet) -> str:
+    """'cross/20way/1shot': how run.json names one (task set, N, k)."""
+    return run_manifest.task_set_key(task_set.name, task_set.episodes.n_way, task_set.episodes.k_shot)
 
 
 def failure_reason(error: Exception) -> str:

@@ -48,11 +48,14 @@ SCRIPTS = {
         "sets", "sweep"}),
     "train_steps": (["--threads", "1"], MACHINE | {"methods", "steps", "threads", "load_before", "load_after"}),
     "busy_machine": ([], MACHINE | {"busy_processes", "wait_policy", "steps", "quiet", "busy", "ratios"}),
+    "cluster_cost": ([], MACHINE | {"seeds", "jobs", "fits", "total_job_seconds", "critical_path_seconds",
+                                    "longest_job", "workers_where_it_stops_scaling", "rows"}),
     # The probe is not in the checkout (it is copied to .device/ on the GPU machine).
     "gpu_siamese": (["--stages", "throughput,train"], set()),
 }
 # Keys of rows inside the results that the README's tables read.
 ROW_KEYS = {
+    "cluster_cost": ("rows", {"workers", "wall_seconds", "lower_bound_seconds", "speedup", "busy_fraction"}),
     "eval_engine": ("loop_rows", {"set", "episodes", "sampled", "loop_seconds_per_episode", "load"}),
     "scaling": ("rows", {"method", "episodes", "n_way", "pairs", "images_embedded", "cold_seconds",
                          "warm_seconds", "warm_page_faults", "cold_load"}),

@@ -62,7 +62,20 @@ class FailsOnFive(NearestNeighbor):
         return super().predict(batch)
 
 
-class Greedy(NearestNeighbor):
+class CountsThreads(NearestNeighbor):
+    """1-NN that fails unless torch has `threads` threads where it predicts."""
+
+    def __init__(self, threads: int = 1):
+        super().__init__()
+        self.threads = threads
+
+    def predict(self, batch):
+        if torch.get_num_threads() != self.threads:
+            raise RuntimeError(f"predicted on {torch.get_num_threads()} threads")
+        return super().predict(batch)
+
+
+class Greedy(CountsThreads):
     capabilities = Capabilities(cpus=64)
 
 
@@ -122,8 +135,10 @@ def test_ray_gives_the_local_executors_records_and_times(tmp_path, local_ray):
     assert chunk_files(tmp_path / "ray") == chunk_files(tmp_path / "local")
     manifest = RunFolder(tmp_path / "ray").read_manifest()
     assert manifest.environment.executor.startswith("ray local: 1 node(s), 2 CPUs")
-    assert set(manifest.methods["nearest_neighbor"].timing["0/background"]) == {
-        "fit_seconds", "predict_seconds", "peak_rss_mb"}
+    for folder in ("local", "ray"):
+        timing = RunFolder(tmp_path / folder).read_manifest().methods["nearest_neighbor"].timing["0/background"]
+        assert set(timing) == {"fit_seconds", "predict_seconds", "predict_seconds_per_task_set", "peak_rss_mb"}
+        assert set(timing["predict_seconds_per_task_set"]) == set(manifest.task_sets)
 
 
 def test_the_smoke_config_on_ray_equals_the_local_run_for_every_deterministic_method(
@@ -185,9 +200,14 @@ def test_a_run_resumes_across_executors(tmp_path, local_ray):
         assert chunk_files(tmp_path / folder) == chunk_files(tmp_path / "whole")
 
 
-def test_a_job_asks_for_no_more_cpus_than_a_node_has(tmp_path, local_ray, register):
+def test_a_jobs_torch_threads_are_its_cpus_and_never_more_than_a_node_has(tmp_path, local_ray, register):
+    register("counts_threads", CountsThreads)
     register("greedy", Greedy)
-    assert run(tmp_path / "ray", ["greedy"], RayExecutor()).exit_code == 0  # 64 CPUs asked: ran on 2
+    one, two = tiny_config(["counts_threads"]), tiny_config(["counts_threads"], counts_threads={"threads": 2})
+    assert run(tmp_path / "default", ["counts_threads"], RayExecutor(), config=one).failures == {}
+    assert run(tmp_path / "threads", ["counts_threads"], RayExecutor(threads=2), config=two).failures == {}
+    greedy = tiny_config(["greedy"], greedy={"threads": 2})  # 64 CPUs asked for: 2, the node's all
+    assert run(tmp_path / "greedy", ["greedy"], RayExecutor(), config=greedy).failures == {}
 
 
 def test_ray_refuses_cuda_when_the_cluster_has_no_gpu(tmp_path, local_ray):

@@ -18,9 +18,9 @@ EXECUTORS = ("local", "ray")
 RAY_EXTRA = "pip install -e '.[ray]'"
 
 
-def make_executor(name: str, ray_address: str | None = None, log=print):
+def make_executor(name: str, ray_address: str | None = None, threads: int | None = None, log=print):
     """The executor called `name`: a one-line ConfigError for an unknown one, or for Ray when
-    it is not installed."""
+    it is not installed. `threads` (`--threads`) is, on Ray, every job's CPUs and torch threads."""
     if name == "local":
         if ray_address:
             raise ConfigError("--ray-address needs --executor ray")
@@ -34,5 +34,5 @@ def make_executor(name: str, ray_address: str | None = None, log=print):
             raise ConfigError(f"--executor ray needs Ray, an optional extra: {RAY_EXTRA}") from None
         from benchmark.executors.ray_cluster import RayExecutor
 
-        return RayExecutor(ray_address, log=log)
+        return RayExecutor(ray_address, threads, log=log)
     raise ConfigError(f"unknown executor {name!r}: use one of {', '.join(EXECUTORS)}")

@@ -4,13 +4,13 @@ its predictions, with torch's threads as benchmark/threads.py set them."""
 from __future__ import annotations
 
 import sys
-import time
 
 from tqdm import tqdm
 
 from benchmark import jobs
 from benchmark.api import SharedComponents
 from benchmark.environment import peak_rss_mb
+from benchmark.jobs import task_set_key
 
 
 class LocalExecutor:
@@ -39,12 +39,12 @@ class LocalExecutor:
         try:
             fitted = jobs.fit(job.method, job.seed, job.training_split, data, job.device, settings, components)
             recorder.fitted(job, fitted)
-            started = time.perf_counter()
+            seconds = {}
             bar = tqdm(job.task_sets, desc=f"{job.label}: predicting", unit="set", disable=not settings.progress,
                        leave=False, file=sys.stderr)
             for task_set in bar:
                 bar.set_postfix_str(task_set.label)
-                scores, _ = jobs.predict(fitted.method, task_set, data)
+                scores, seconds[task_set_key(task_set)] = jobs.predict(fitted.method, task_set, data)
                 recorder.predicted(job, task_set, scores)
             bar.close()
         except KeyboardInterrupt:
@@ -52,4 +52,4 @@ class LocalExecutor:
         except Exception as error:  # the method's own bug among them: report it and let the others finish
             recorder.fail(job, jobs.failure_reason(error))
             return
-        recorder.finished(job, fitted.timing(time.perf_counter() - started, peak_rss_mb()))
+        recorder.finished(job, fitted.timing(seconds, peak_rss_mb()))
