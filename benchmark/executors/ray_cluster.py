@@ -63,7 +63,9 @@ class RayExecutor:
                     ray.init(num_cpus=usable_cpus(), **settings)
             except (ConnectionError, RuntimeError, ValueError) as error:
                 where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
-                raise ConfigError(f"cannot start or reach {where}: {str(error).splitlines()[0]}") from None
+                hint = "; a cluster started with `ray start` wants its token and RAY_AUTH_MODE=token (README, " \
+                       "Running on a cluster)" if self.address and not os.environ.get("RAY_AUTH_MODE") else ""
+                raise ConfigError(f"cannot start or reach {where}: {str(error).splitlines()[0]}{hint}") from None
             self._connected_here = True
         return self
 
