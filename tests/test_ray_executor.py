@@ -230,19 +230,20 @@ def test_a_two_node_cluster_that_loses_a_node_mid_run_finishes_on_the_head(tmp_p
     try:
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
-        lost = threading.Event()
+        lost, done_at_the_loss = threading.Event(), []
 
         def kill_the_worker_node_after_the_first_record():
             while not (tmp_path / "ray" / "run.json").exists() or not RunFolder(tmp_path / "ray").has_records():
                 time.sleep(0.05)
             cluster.remove_node(worker)  # its raylet and workers die at once
+            done_at_the_loss.append(len(RunFolder(tmp_path / "ray").read_manifest().chunks))
             lost.set()
 
         killer = threading.Thread(target=kill_the_worker_node_after_the_first_record, daemon=True)
         killer.start()
         outcome = run(tmp_path / "ray", ["slow_neighbor", "random"], RayExecutor(), seeds=(0,))
         killer.join(timeout=60)
-        assert lost.is_set()
+        assert lost.is_set() and done_at_the_loss[0] < 14  # 7 task sets for each method: lost mid-run
         assert outcome.exit_code == 0, outcome.failures
         assert len([node for node in ray.nodes() if node["Alive"]]) == 1
     finally:
