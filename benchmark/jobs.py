@@ -1,6 +1,7 @@
 """The two kinds of job a run is made of, the same wherever they run (benchmark/executors/):
 
-    fit      one (method, training seed, training split): the method's `fit`, timed
+    fit      one (method, training seed, training split): the method's `fit`, timed, then
+             `probe`: one episode with more queries than ways, to catch transposed scores
     predict  one fitted method on one task set: its `predict`, checked by `checked_scores`
 
 A `FitJob` is what the runner plans; `fit` and `predict` are what an executor calls, in this
@@ -10,6 +11,7 @@ each executor reports a method's failure the same way.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.api import FitContext, SharedComponents, checked_scores
+from benchmark.api import EpisodeBatch, FitContext, SharedComponents, checked_scores
 from benchmark.checkpoints import CheckpointStore
 from benchmark import run_manifest
 from benchmark.errors import BenchmarkError, ConfigError, MethodError
@@ -106,6 +108,41 @@ def fit(method, seed: int, training_split: str, data, device: str, settings: Fit
     built = {key: seconds for key, seconds in components.seconds.items() if key not in built_before}
     weights = (getattr(method, "training_info_", None) or {}).get("weights")
     return Fitted(method, time.perf_counter() - started - sum(built.values()), built, weights)
+
+
+def probe(method, task_set: TaskSet, data) -> None:
+    """Score one episode of `task_set` with more queries than ways, on a copy of the fitted
+    method, before its first prediction: MethodError if the scores come back transposed.
+
+    Every default task set has as many queries as ways (one query per class), so scores shaped
+    (episodes, ways, queries) would pass the shape check and run at chance to the end. The copy
+    keeps whatever the method caches or draws out of the records' way.
+    """
+    batch = task_set.batch(data)
+    extra = 1 if batch.n_queries + 1 != batch.n_way else 2  # queries must not equal ways
+    support = batch.support[:1]
+    query = np.concatenate([batch.query[:1], np.repeat(support[:, :1, 0], extra, axis=1)], axis=1)
+    # Only the episode's own images, under a name of their own: a method that caches per image
+    # pool (1-NN's distance table) then works on a few dozen images, not the split.
+    ids = np.unique(np.concatenate([support.ravel(), query.ravel()]))
+    episode = EpisodeBatch(np.asarray(batch.images[ids]), np.searchsorted(ids, support),
+                           np.searchsorted(ids, query), f"{batch.images_key}:probe")
+    try:
+        copied = copy.deepcopy(method)
+    except Exception:  # a method that cannot be copied is not probed: the shape check still runs
+        return
+    try:
+        scores = copied.predict(episode)
+    except BenchmarkError:
+        raise
+    except Exception as error:
+        raise MethodError(f"predict raised {type(error).__name__}: {error} (on a probe episode of "
+                          f"{episode.n_queries} queries and {episode.n_way} ways)") from error
+    if np.shape(scores) == (1, episode.n_way, episode.n_queries):
+        raise MethodError(f"predict returned scores shaped (episodes, ways, queries) {np.shape(scores)} on a "
+                          f"probe episode of {episode.n_queries} queries and {episode.n_way} ways: transposed; "
+                          f"it must return (episodes, queries, ways) {episode.score_shape}")
+    checked_scores(scores, episode)
 
 
 def predict(method, task_set: TaskSet, data) -> tuple[np.ndarray, float]:

@@ -75,6 +75,11 @@ class CountsThreads(NearestNeighbor):
         return super().predict(batch)
 
 
+class Transposed(NearestNeighbor):
+    def predict(self, batch):
+        return super().predict(batch).transpose(0, 2, 1)  # (E, N, Q): right shape whenever Q == N
+
+
 class Greedy(CountsThreads):
     capabilities = Capabilities(cpus=64)
 
@@ -186,6 +191,13 @@ def test_a_method_that_fails_on_ray_fails_alone_as_on_the_local_executor(tmp_pat
     assert manifest.failures == outcome.failures
     assert "5way" not in " ".join(chunk.file for chunk in manifest.chunks if chunk.method == "fails_on_five")
     assert {chunk.method for chunk in manifest.chunks} == {"fails_on_five", "random"}
+
+
+def test_transposed_scores_fail_the_method_on_ray_before_any_record(tmp_path, local_ray, register):
+    register("transposed", Transposed)
+    outcome = run(tmp_path / "ray", ["transposed", "random"], RayExecutor())
+    assert "transposed; it must return (episodes, queries, ways) (1, 3, 2)" in outcome.failures["transposed"]
+    assert {chunk.method for chunk in RunFolder(tmp_path / "ray").read_manifest().chunks} == {"random"}
 
 
 def test_a_run_resumes_across_executors(tmp_path, local_ray):

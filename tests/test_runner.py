@@ -81,6 +81,8 @@ class Faulty(Method):
             raise RuntimeError("boom")
         if self.fault == "shape":
             return np.zeros((batch.n_episodes, batch.n_way))
+        if self.fault == "transposed":  # (E, N, Q): passes the shape check whenever Q == N
+            return np.random.default_rng(0).random((batch.n_episodes, batch.n_way, batch.n_queries))
         scores = np.zeros(batch.score_shape)
         scores[0, 0, 0] = np.nan
         return scores
@@ -89,6 +91,9 @@ class Faulty(Method):
 @pytest.mark.parametrize("fault,reason", [("fit", "fit raised RuntimeError: fit exploded"),
                                           ("raise", "predict raised RuntimeError: boom"),
                                           ("shape", "predict returned shape"),
+                                          # Every task set's first N has Q == N (one query per class):
+                                          # only the probe after fit, Q != N, sees it, before any record.
+                                          ("transposed", "probe episode of 3 queries and 2 ways: transposed"),
                                           ("nan", "NaN")])
 def test_a_faulty_method_fails_alone(tmp_path, fault, reason):
     name = f"faulty_{fault}"

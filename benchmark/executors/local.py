@@ -38,6 +38,7 @@ class LocalExecutor:
         """Fit one job and predict its task sets; a method's failure is recorded, Ctrl-C stops the run."""
         try:
             fitted = jobs.fit(job.method, job.seed, job.training_split, data, job.device, settings, components)
+            jobs.probe(fitted.method, job.task_sets[0], data)  # before any record is written
             recorder.fitted(job, fitted)
             seconds = {}
             bar = tqdm(job.task_sets, desc=f"{job.label}: predicting", unit="set", disable=not settings.progress,

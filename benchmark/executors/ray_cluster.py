@@ -169,6 +169,7 @@ def fit_remotely(job: jobs.FitJob, data, settings: dict, checkpoints: dict[str, 
         here = jobs.FitSettings(cache, weights, retrain=settings["retrain"], progress=False, log=log)
         try:
             fitted = jobs.fit(job.method, job.seed, job.training_split, data, job.device, here, SharedComponents())
+            jobs.probe(fitted.method, job.task_sets[0], data)  # before any prediction job is submitted
         except Exception as error:
             return None, FitReport(failure=jobs.failure_reason(error), log=lines, peak_rss_mb=peak_rss_mb())
         method, fitted.method = fitted.method, None
@@ -257,8 +258,9 @@ class _Schedule:
         checkpoints = folder_files(settings.checkpoint_dir, f"{job.method.name}-*.pt")
         resources = self._resources(job)
         method, report = _FIT.options(num_returns=2, **resources).remote(
-            dataclasses.replace(job, task_sets=[]), self.data, {"retrain": settings.retrain, "checkpoint_dir": str(settings.checkpoint_dir),
-                             "shipped_weights_dir": str(settings.shipped_weights_dir)},
+            dataclasses.replace(job, task_sets=job.task_sets[:1]),  # the first task set, for the probe
+            self.data, {"retrain": settings.retrain, "checkpoint_dir": str(settings.checkpoint_dir),
+                        "shipped_weights_dir": str(settings.shipped_weights_dir)},
             checkpoints, self.shipped, resources["num_cpus"])
         state.method = method
         self.pending[report] = ("fit", state, None)
