@@ -142,7 +142,10 @@ def probe(method, task_set: TaskSet, data) -> None:
         raise MethodError(f"predict returned scores shaped (episodes, ways, queries) {np.shape(scores)} on a "
                           f"probe episode of {episode.n_queries} queries and {episode.n_way} ways: transposed; "
                           f"it must return (episodes, queries, ways) {episode.score_shape}")
-    checked_scores(scores, episode)
+    try:
+        checked_scores(scores, episode)
+    except MethodError as error:
+        raise MethodError(f"{error}, on a probe episode of {episode.n_queries} queries scored after fit") from None
 
 
 def predict(method, task_set: TaskSet, data) -> tuple[np.ndarray, float]:

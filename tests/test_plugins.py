@@ -253,7 +253,9 @@ def test_misbehaving_plugins_fail_alone_with_one_line_each_and_exit_code_1(omnig
     assert set(failed) == set(faulty)
     assert "fit raised RuntimeError: fit exploded" in failed["faulty_fit"]
     assert "predict raised ValueError: predict exploded" in failed["faulty_raise"]
-    assert "predict returned shape (10, 2) on 2-way 1-shot episodes, expected (10, 2, 2)" in failed["faulty_shape"]
+    # Caught by the probe after fit (one episode, 3 queries), before the first task set.
+    assert "predict returned shape (1, 2) on 2-way 1-shot episodes, expected (1, 3, 2) (episodes, queries, ways), " \
+           "on a probe episode of 3 queries scored after fit" in failed["faulty_shape"]
     assert "NaN" in failed["faulty_nan"]
     # The method that works finished and was written, with its summary.
     records = RunFolder(out).read_records()
