@@ -85,7 +85,10 @@ def pair_loss(net, features: torch.Tensor, targets: torch.Tensor, pairing: str) 
         logits = net.pair_logits(features[:half], features[half:]).float()
         return F.binary_cross_entropy_with_logits(logits, targets)
     first, second = torch.triu_indices(len(features), len(features), 1, device=features.device)
-    logits = net.pair_logits(features[first], features[second]).float()
+    # index_select, not features[first]: on a CPU the backward of advanced indexing adds the
+    # repeated rows' gradients in whatever order the threads finish (two same-seed fits on 2
+    # threads gave other weights); index_select's backward adds them in a fixed order.
+    logits = net.pair_logits(features.index_select(0, first), features.index_select(0, second)).float()
     same = (targets[first] == targets[second]).float()
     losses = F.binary_cross_entropy_with_logits(logits, same, reduction="none")
     positive = (losses * same).sum() / same.sum().clamp(min=1)

@@ -284,3 +284,23 @@ def test_schedules_warm_up_decay_and_ramp_momentum():
     assert trainer.optimizer.param_groups[0]["momentum"] == pytest.approx(0.5)
     trainer.loss(10 * training.MOMENTUM_RAMP_EPOCHS)
     assert trainer.optimizer.param_groups[0]["momentum"] == pytest.approx(0.9)
+
+def test_all_pairs_loss_gradients_are_the_same_on_every_run_with_two_threads():
+    # The backward of features[first] on a CPU adds the repeated rows' gradients in whatever
+    # order its threads finish (two same-seed fits of the compact net on 2 threads differed in
+    # 26 of 30 tensors); pair_loss gathers with index_select, whose backward has a fixed order.
+    class Head:
+        weights = torch.linspace(-1, 1, 256)
+
+        def pair_logits(self, first, second):
+            return ((first - second).abs() * self.weights).sum(-1)
+
+    torch.set_num_threads(2)
+    generator = torch.Generator().manual_seed(0)
+    features, targets = torch.randn(64, 256, generator=generator), torch.arange(64) % 8
+    gradients = []
+    for _ in range(6):
+        leaf = features.clone().requires_grad_(True)
+        training.pair_loss(Head(), leaf, targets, "all").backward()
+        gradients.append(leaf.grad)
+    assert all(torch.equal(gradients[0], gradient) for gradient in gradients[1:])
