@@ -336,27 +336,24 @@ def ship_weights_command(args) -> int:
         return 1 if problems else 0
     import torch
 
-    from benchmark import registry
-    from benchmark.api import FitContext
+    from benchmark import jobs, registry
+    from benchmark.api import SharedComponents
     from benchmark.checkpoints import CheckpointStore
     from benchmark.environment import git_commit
-    from benchmark.jobs import resolve_device
-    from tasks.sets import data_split
 
     config = load_config(project_file(args.config) if args.config else DEFAULT_CONFIG, args.overrides)
     method_names = method_names_of(args.methods or "all", config)
     check_methods(method_names, config, args.overrides)
     data, task_sets = load_data_and_tasks(config, args.data_dir, download=not args.no_download, progress=False)
-    device, cache = resolve_device(config.device), CheckpointStore(CHECKPOINT_DIR, log=log)
+    device, cache = jobs.resolve_device(config.device), CheckpointStore(CHECKPOINT_DIR, log=log)
+    # As a run fits them, but never from weights/ itself: from the cache, or trained.
+    settings = jobs.FitSettings(CHECKPOINT_DIR, shipped_weights_dir=None, progress=not args.quiet, log=log)
     for name in method_names:
         for split in dict.fromkeys(task_set.training_split for task_set in task_sets):
             method = registry.create_method(name, config.methods.get(name, {}))
             if not method.capabilities.needs_training:
                 break
-            torch.manual_seed(config.seed)  # as the runner does before every fit
-            method.fit(data_split(data, split), FitContext(
-                device=device if method.capabilities.uses_gpu else "cpu", seed=config.seed, checkpoints=cache,
-                log=log, training_split=split, progress=not args.quiet))
+            jobs.fit(method, config.seed, split, data, jobs.device_for(method, device), settings, SharedComponents())
             info = getattr(method, "training_info_", None) or {}
             if "checkpoint_key" not in info:
                 log(f"{name}: does not train through benchmark.training.load_or_train; nothing to ship")

@@ -45,13 +45,20 @@ class FitJob:
         return f"{self.seed}/{self.training_split}"
 
 
-def resolve_device(requested: str) -> str:
-    """The device a run in this process uses: "auto" is a CUDA GPU where there is one."""
+def resolve_device(requested: str, has_gpu: bool | None = None, lacking: str = "no CUDA GPU is available") -> str:
+    """The device a run uses: "auto" is CUDA where there is a GPU (`has_gpu`; default: this
+    process sees one); "cuda" without one is refused, saying what lacks it."""
+    has_gpu = torch.cuda.is_available() if has_gpu is None else has_gpu
     if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available: use --device cpu")
+        return "cuda" if has_gpu else "cpu"
+    if requested == "cuda" and not has_gpu:
+        raise ConfigError(f"device 'cuda' was asked for but {lacking}: use --device cpu")
     return requested
+
+
+def device_for(method, run_device: str) -> str:
+    """The run's device for a method that declares `uses_gpu`; the CPU for any other."""
+    return run_device if method.capabilities.uses_gpu else "cpu"
 
 
 @dataclass

@@ -16,8 +16,8 @@ records as one never interrupted.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from benchmark import registry
@@ -25,7 +25,7 @@ from benchmark.config import RunConfig
 from benchmark.environment import Environment
 from benchmark.errors import BenchmarkError
 from benchmark.executors.local import LocalExecutor
-from benchmark.jobs import FitJob, FitSettings, Fitted
+from benchmark.jobs import FitJob, FitSettings, Fitted, device_for
 from benchmark.paths import CHECKPOINT_DIR
 from benchmark.run_folder import RunFolder, RunWriter
 from benchmark.run_manifest import DataEntry, RunManifest, chunk_key, fit_label, task_set_hashes
@@ -91,7 +91,7 @@ def plan_fits(config: RunConfig, method_names: list[str], task_sets: list[TaskSe
                 reuse = len(seeds) == 1 and index == 0
                 method = first if reuse else registry.create_method(name, config.methods.get(name, {}))
                 jobs.append(FitJob(name, method, seed, training_split, fit_label(name, seed, seeds, training_split),
-                                   its_task_sets, _device_of(method, device)))
+                                   its_task_sets, device_for(method, device)))
     return jobs
 
 
@@ -124,11 +124,6 @@ def _runs_on(method, config: RunConfig, task_set: TaskSet) -> bool:
     """Whether a method runs a task set: `only_trained` task sets skip untrained methods."""
     settings = config.task_sets.get(task_set.name)
     return not getattr(settings, "only_trained", False) or method.capabilities.needs_training
-
-
-def _device_of(method, run_device: str) -> str:
-    """The run's device for a method that declares `uses_gpu`; the CPU for any other."""
-    return run_device if method.capabilities.uses_gpu else "cpu"
 
 
 class RunRecorder:

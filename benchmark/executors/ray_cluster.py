@@ -82,12 +82,7 @@ class RayExecutor:
 
     def resolve_device(self, requested: str) -> str:
         """The cluster's GPUs decide, not this machine's: "auto" is CUDA where the cluster has one."""
-        gpus = ray.cluster_resources().get("GPU", 0)
-        if requested == "auto":
-            return "cuda" if gpus else "cpu"
-        if requested == "cuda" and not gpus:
-            raise ConfigError("device 'cuda' was asked for but the Ray cluster has no GPU: use --device cpu")
-        return requested
+        return jobs.resolve_device(requested, bool(ray.cluster_resources().get("GPU", 0)), "the Ray cluster has no GPU")
 
     def run(self, fit_jobs: list[jobs.FitJob], data, recorder, settings: jobs.FitSettings) -> None:
         _ship_plugin_code(fit_jobs)
@@ -152,8 +147,8 @@ class PredictReport:
     peak_rss_mb: float = 0.0
 
 
-def fit_remotely(job: jobs.FitJob, data, settings: dict, checkpoints: dict[str, bytes], shipped: dict[str, bytes],
-                 threads: int):
+def fit_remotely(job: jobs.FitJob, data, settings: jobs.FitSettings, checkpoints: dict[str, bytes],
+                 shipped: dict[str, bytes], threads: int):
     """A fit job in a worker: its checkpoints and shipped weights in a folder of its own, the
     messages it logs and the checkpoints it saves sent back. Returns (fitted method, report)."""
     torch.set_num_threads(threads)
@@ -163,10 +158,11 @@ def fit_remotely(job: jobs.FitJob, data, settings: dict, checkpoints: dict[str, 
         weights = write_folder(Path(folder, "weights"), shipped) if shipped else None
 
         def log(message: str) -> None:  # the driver's paths in place of this worker's
-            lines.append(str(message).replace(str(cache), str(settings["checkpoint_dir"]))
-                         .replace(str(weights), str(settings["shipped_weights_dir"])))
+            lines.append(str(message).replace(str(cache), str(settings.checkpoint_dir))
+                         .replace(str(weights), str(settings.shipped_weights_dir)))
 
-        here = jobs.FitSettings(cache, weights, retrain=settings["retrain"], progress=False, log=log)
+        here = dataclasses.replace(settings, checkpoint_dir=cache, shipped_weights_dir=weights, progress=False,
+                                   log=log)
         try:
             fitted = jobs.fit(job.method, job.seed, job.training_split, data, job.device, here, SharedComponents())
             jobs.probe(fitted.method, job.task_sets[0], data)  # before any prediction job is submitted
@@ -259,8 +255,7 @@ class _Schedule:
         resources = self._resources(job)
         method, report = _FIT.options(num_returns=2, **resources).remote(
             dataclasses.replace(job, task_sets=job.task_sets[:1]),  # the first task set, for the probe
-            self.data, {"retrain": settings.retrain, "checkpoint_dir": str(settings.checkpoint_dir),
-                        "shipped_weights_dir": str(settings.shipped_weights_dir)},
+            self.data, dataclasses.replace(settings, log=None),  # its paths are this machine's
             checkpoints, self.shipped, resources["num_cpus"])
         state.method = method
         self.pending[report] = ("fit", state, None)
