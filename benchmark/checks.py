@@ -16,7 +16,8 @@ sensible method separates them); a broken rule raises `CheckFailure` (an Asserti
 naming the method and the rule. The rules:
 
 - `method_class`: a concrete `benchmark.api.Method` subclass whose `capabilities` is a
-  `Capabilities` and whose constructor takes named arguments only.
+  `Capabilities` (`cpus` a whole number of at least 1) and whose constructor takes named
+  arguments only.
 - `init_stores_params`: the constructor stores its arguments under their own names and does
   nothing else: no other public attribute, no fitted (`_`-suffixed) state, no file opened or
   network used; `cls(**m.get_params())` gives the same parameters back.
@@ -381,13 +382,10 @@ def _rule_runner(rule: str, params, pytest):
 
 
 def _as_reasons(skip) -> dict[str, str]:
-    if skip is None:
-        return {}
+    """`check_method`'s skip as {rule: reason}: a mapping as it is, a name or names with a stock reason."""
     if isinstance(skip, Mapping):
         return dict(skip)
-    if isinstance(skip, str):
-        skip = [skip]
-    return {rule: "skipped by the caller" for rule in skip}
+    return {rule: "skipped by the caller" for rule in ([skip] if isinstance(skip, str) else skip or ())}
 
 
 def _equal(a, b) -> bool:
