@@ -25,7 +25,7 @@ from benchmark.errors import MethodError
 class Capabilities:
     """What a method declares about itself. Every field is read: `needs_training` and
     `uses_gpu` by the runner, `cpus` by the Ray executor, `deterministic` by the contract check
-    and the CI regression."""
+    and the CI regression, `transductive` by the contract check and the report."""
 
     # Trained once per training seed (`--seeds`); run on `only_trained` task sets.
     needs_training: bool = False
@@ -38,6 +38,11 @@ class Capabilities:
     # The CPUs one of its jobs takes on a cluster (`--executor ray`), and so its torch threads
     # there: jobs sharing a node never ask for more threads than the node has cores.
     cpus: int = 1
+    # Scores a query using the episode's other queries too (TIM, BD-CSPN, batch statistics at
+    # test time). An inductive method (False) must score each query the same alone, with the
+    # others, or with them shuffled (the contract's `inductive` rule); tables and figures mark
+    # transductive methods, whose accuracy is not comparable with inductive ones'.
+    transductive: bool = False
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ class PrototypicalNetwork(EmbeddingMethod):
         # Initialise from the training seed alone, without touching torch's global generator.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(context.seed)
-            network = ConvNet4(channels=self.channels)
+            network = self.build_network()
         self.network_ = network.to(device=device, memory_format=torch.channels_last)
         self.device_ = device
         self.training_precision_ = training_precision(self.precision, device)
@@ -120,6 +120,10 @@ class PrototypicalNetwork(EmbeddingMethod):
         self.reset_embeddings()
         return self
 
+    def build_network(self) -> torch.nn.Module:
+        """The network `fit` trains and `embed` runs: images (B, 1, s, s) -> features (B, d)."""
+        return ConvNet4(channels=self.channels)
+
     def _check_params(self) -> None:
         positive = {"steps": self.steps, "train_ways": self.train_ways, "train_shots": self.train_shots,
                     "train_queries": self.train_queries, "image_size": self.image_size,
@@ -127,21 +131,21 @@ class PrototypicalNetwork(EmbeddingMethod):
                     "validation_episodes": self.validation_episodes}
         for name, value in positive.items():
             if value < 1:
-                raise ConfigError(f"protonet: {name} must be >= 1, got {value}")
+                raise ConfigError(f"{self.name}: {name} must be >= 1, got {value}")
         if self.train_ways < 2:
-            raise ConfigError(f"protonet: train_ways must be >= 2, got {self.train_ways}")
+            raise ConfigError(f"{self.name}: train_ways must be >= 2, got {self.train_ways}")
         if self.train_shots + self.train_queries > 20:
-            raise ConfigError(f"protonet: train_shots + train_queries must be <= 20 (drawings per "
+            raise ConfigError(f"{self.name}: train_shots + train_queries must be <= 20 (drawings per "
                               f"character), got {self.train_shots + self.train_queries}")
         if self.image_size < 16:
-            raise ConfigError(f"protonet: image_size must be >= 16 (four 2x2 poolings), got {self.image_size}")
+            raise ConfigError(f"{self.name}: image_size must be >= 16 (four 2x2 poolings), got {self.image_size}")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"protonet: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+            raise ConfigError(f"{self.name}: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
                               f"got {self.lr_schedule!r}")
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"protonet: precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise ConfigError(f"{self.name}: precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0 <= self.affine_probability <= 1:
-            raise ConfigError(f"protonet: affine_probability must be in [0, 1], got {self.affine_probability}")
+            raise ConfigError(f"{self.name}: affine_probability must be in [0, 1], got {self.affine_probability}")
 
     def _train(self, training_split, context: FitContext) -> dict:
         device = self.device_
@@ -159,9 +163,9 @@ class PrototypicalNetwork(EmbeddingMethod):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 features = self.network_(flat.contiguous(memory_format=torch.channels_last)).float()
             features = features.reshape(sampler.ways, self.train_shots + self.train_queries, -1)
-            centres = prototypes(features[:, :self.train_shots][None])  # (1, ways, d)
+            support = features[:, :self.train_shots][None]  # (1, ways, shots, d)
             queries = features[:, self.train_shots:].reshape(1, -1, features.shape[-1])
-            return F.cross_entropy(negative_squared_distances(queries, centres)[0], labels)
+            return self.episode_loss(queries, support, labels)
 
         validate = None
         if validation_split is not None:
@@ -191,6 +195,10 @@ class PrototypicalNetwork(EmbeddingMethod):
 
     def score(self, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
         return negative_squared_distances(query, prototypes(support))
+
+    def episode_loss(self, query: torch.Tensor, support: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss of one episode: query (1, Q, d), support (1, N, k, d), labels (Q,)."""
+        return F.cross_entropy(self.score(query, support)[0], labels)
 
 
 class EpisodeSampler:
