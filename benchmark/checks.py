@@ -34,6 +34,8 @@ naming the method and the rule. The rules:
 - `relabel_equivariant`: permuting the support classes of every episode permutes the score
   columns the same way (up to float rounding): a method may not prefer a position. For a
   method that is not deterministic, 90% of its predictions must follow the permutation.
+- `inductive` (unless `capabilities.transductive`): each query scores the same (up to float
+  rounding) alone in its episode, with the episode's other queries, and with them shuffled.
 - `above_chance`: on trivially separable 5-way 1-shot episodes, at least `ABOVE_CHANCE`
   accuracy (chance is 0.2). Every method is presumed to claim better than chance, trained
   or not; only a chance baseline (like `random`) opts out, by skipping the rule.
@@ -47,102 +49,23 @@ Methods tune the check on the class, so every test that checks them agrees:
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
-from benchmark.api import Capabilities, EpisodeBatch, FitContext, Method, checked_scores, hyperparameters
-from benchmark.errors import MethodError
+from benchmark.api import Capabilities, EpisodeBatch, Method, hyperparameters
+from benchmark.check_subject import CHECK_SEED, CheckFailure, Subject
 from benchmark.io_watch import watched_io
-from benchmark.synthetic import synthetic_splits
-from tasks.episodes import generate
+
+__all__ = ["RULES", "CheckFailure", "check_method", "check_rule", "parametrize_with_checks", "skip_reason"]
 
 SHAPES = [(n_way, k_shot) for n_way in (2, 5, 20) for k_shot in (1, 5)]
 # Half right on 5-way episodes (300 queries): a guesser gets there with p ~ 5e-31, while sign
 # flips and misaligned labels, the bugs this rule is for, land at or below chance (0.2).
 ABOVE_CHANCE = 0.5
 RELABEL_AGREEMENT = 0.9  # methods that are not deterministic: share of predictions that must follow
-CHECK_SEED = 0
-
-
-class CheckFailure(AssertionError):
-    """A method broke a rule of the contract; `rule` and `method` say which and who."""
-
-    def __init__(self, method: str, rule: str, detail: str):
-        super().__init__(f"method {method!r} breaks the contract rule {rule!r}: {detail}")
-        self.method = method
-        self.rule = rule
-
-
-@dataclass
-class Subject:
-    """A method class under check, with its check hyperparameters and fresh synthetic data."""
-
-    cls: type
-    params: dict
-    device: str = "cpu"
-    background: Any = field(init=False, repr=False)
-    evaluation: Any = field(init=False, repr=False)
-
-    def __post_init__(self):
-        self.background, self.evaluation = synthetic_splits()
-
-    @property
-    def label(self) -> str:
-        return getattr(self.cls, "name", "") or getattr(self.cls, "__qualname__", repr(self.cls))
-
-    def fail(self, rule: str, detail: str):
-        raise CheckFailure(self.label, rule, detail)
-
-    def new(self, rule: str):
-        try:
-            return self.cls(**self.params)
-        except Exception as error:
-            self.fail(rule, f"the constructor raised {type(error).__name__}: {error}")
-
-    def fit(self, method, rule: str):
-        """`method.fit` as the runner calls it: torch's global generator seeded first (plugins
-        often use it for layer initialisation); fork_rng leaves the caller's generator as it was."""
-        context = FitContext(device=self.device, seed=CHECK_SEED, progress=False, checkpoints=None,
-                             retrain=True, log=lambda message: None)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(CHECK_SEED)
-            try:
-                return method.fit(self.background, context)
-            except Exception as error:
-                self.fail(rule, f"fit raised {type(error).__name__}: {error}")
-
-    def fitted(self, rule: str):
-        """A new instance, fitted; `fit` must return it."""
-        method = self.new(rule)
-        if self.fit(method, rule) is not method:
-            self.fail(rule, "fit must end with `return self`")
-        return method
-
-    def batch(self, n_way: int, k_shot: int, episodes: int = 2, n_query: int = 2):
-        split = self.evaluation
-        tasks = generate(split.alphabet, split.sha256, "cross", n_way, k_shot, n_query, episodes,
-                         seed=1000 * n_way + k_shot)
-        return EpisodeBatch(split.flat_images, tasks.support.copy(), tasks.query.copy(), split.sha256), tasks
-
-    def predict(self, method, batch: EpisodeBatch, rule: str) -> np.ndarray:
-        where = f"{batch.n_way}-way {batch.k_shot}-shot"
-        try:
-            return checked_scores(method.predict(batch), batch)
-        except MethodError as error:
-            self.fail(rule, str(error))
-        except Exception as error:
-            self.fail(rule, f"predict raised {type(error).__name__} on {where} episodes: {error}")
-
-    def data_digests(self) -> dict[str, str]:
-        arrays = {"training images": self.background.images, "training alphabets": self.background.alphabet,
-                  "training characters": self.background.character, "evaluation images": self.evaluation.images}
-        return {name: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() for name, a in arrays.items()}
 
 
 # ---- the rules ------------------------------------------------------------------------------
@@ -293,6 +216,31 @@ def relabel_equivariant(subject: Subject) -> None:
 
 
 @_rule
+def inductive(subject: Subject) -> None:
+    rule = "inductive"
+    method = subject.fitted(rule)
+    batch, _ = subject.batch(5, 1, episodes=2, n_query=2)  # 10 queries an episode
+    scores = subject.predict(method, batch, rule)
+    order = np.random.default_rng(CHECK_SEED).permutation(batch.n_queries)
+    shuffled = subject.predict(method, _with_queries(batch, batch.query[:, order]), rule)
+    alone = np.concatenate([subject.predict(method, _with_queries(batch, batch.query[:, [j]]), rule)
+                            for j in range(batch.n_queries)], axis=1)
+    for others, how in ((shuffled, "with the other queries shuffled"), (alone[:, order], "alone")):
+        if subject.cls.capabilities.deterministic:
+            scale = max(1.0, float(np.abs(scores).max()))
+            same = np.allclose(others, scores[:, order], rtol=1e-4, atol=1e-5 * scale)
+        else:  # two calls differ anyway: compare what they predict
+            same = float((others.argmax(-1) == scores[:, order].argmax(-1)).mean()) >= RELABEL_AGREEMENT
+        if not same:
+            subject.fail(rule, f"a query scores differently {how} than with its episode's other queries: "
+                               f"score each query on its own, or declare Capabilities(transductive=True)")
+
+
+def _with_queries(batch: EpisodeBatch, query: np.ndarray) -> EpisodeBatch:
+    return EpisodeBatch(batch.images, batch.support, np.ascontiguousarray(query), batch.images_key)
+
+
+@_rule
 def above_chance(subject: Subject) -> None:
     rule = "above_chance"
     batch, tasks = subject.batch(5, 1, episodes=20, n_query=3)
@@ -314,9 +262,11 @@ def skip_reason(cls: type, rule: str, skip: Mapping[str, str] = {}) -> str | Non
     if rule == "method_class":
         return None
     reason = {**dict(getattr(cls, "CHECK_SKIP", {}) or {}), **dict(skip)}.get(rule)
-    if reason is None and rule == "deterministic" and not getattr(getattr(cls, "capabilities", None),
-                                                                    "deterministic", True):
+    capabilities = getattr(cls, "capabilities", None)
+    if reason is None and rule == "deterministic" and not getattr(capabilities, "deterministic", True):
         reason = "capabilities say deterministic=False"
+    if reason is None and rule == "inductive" and getattr(capabilities, "transductive", False):
+        reason = "capabilities say transductive=True"
     return reason
 
 

@@ -27,6 +27,9 @@ from benchmark.shots_plot import plot_accuracy_vs_k, shots_n_way
 from benchmark.stats import episode_accuracy, paired_differences, summarize
 from benchmark.summary_markdown import summary_markdown
 
+# Appended to a transductive method's name wherever a report shows it.
+TRANSDUCTIVE_MARK = "(transductive)"
+
 
 @dataclass
 class RunSource:
@@ -67,6 +70,7 @@ def merge_runs(run_dirs: list[Path], log=None) -> tuple[pd.DataFrame, list[RunSo
     frames = [RunFolder(path).read_records(log) for path in paths]
     runs = [RunSource.read(path) for path in paths]
     if len(paths) == 1:
+        _mark_transductive(frames[0], runs[0])
         return frames[0], runs
     for run in runs:
         if run.manifest is None:
@@ -80,8 +84,20 @@ def merge_runs(run_dirs: list[Path], log=None) -> tuple[pd.DataFrame, list[RunSo
     for frame, run, label in zip(frames, runs, _run_labels(runs)):
         run.label = label
         run.shown = {m: f"{m} ({label})" for m in dict.fromkeys(frame["method"]) if runs_of[m] > 1}
-        frame["method"] = frame["method"].cat.rename_categories(lambda name: run.shown.get(name, name))
+        _mark_transductive(frame, run)
     return pd.concat(frames, ignore_index=True), runs
+
+
+def _mark_transductive(frame: pd.DataFrame, run: RunSource) -> None:
+    """Show the run's methods under their report names (`run.shown`), a transductive one (run.json's
+    capabilities) as `name (transductive)` in every table and figure: it scores a query with
+    the other queries of its episode, so its accuracy is not comparable with an inductive one's."""
+    methods = run.manifest.methods if run.manifest else {}
+    for name in dict.fromkeys(frame["method"]):
+        entry = methods.get(name)
+        if entry is not None and entry.capabilities.get("transductive", False):
+            run.shown[name] = f"{run.shown.get(name, name)} {TRANSDUCTIVE_MARK}"
+    frame["method"] = frame["method"].cat.rename_categories(lambda name: run.shown.get(name, name))
 
 
 def _check_same_episodes(runs: list[RunSource]) -> None:
@@ -143,9 +159,10 @@ def write_report(run_dir: Path, records: pd.DataFrame | None = None, stats: Stat
     without it, `run_dir` itself is the run (its run.json when it has one).
     """
     run_dir = Path(run_dir)
-    runs = [RunSource.read(run_dir)] if runs is None else runs
+    if records is None:  # the run folder itself, its methods shown as merge_runs names them
+        records, read = merge_runs([run_dir])
+        runs = read if runs is None else runs
     runs = [run for run in runs if run.manifest is not None]
-    records = RunFolder(run_dir).read_records() if records is None else records
     tasks, methods = _task_order(records, runs), _method_order(records, runs)
     per_episode = episode_accuracy(records)
     summary = _sorted(summarize(records, stats, per_episode), tasks, methods)

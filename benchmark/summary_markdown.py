@@ -28,7 +28,10 @@ def summary_markdown(summary: pd.DataFrame, confidence: float, paired: pd.DataFr
              f"episodes in brackets. Chance is 100/N %."
              + (" A method trained with several seeds shows the mean over seeds; the interval "
                 "is over episodes, the spread across seeds is in its own table below."
-                if seeded.any() else ""), ""]
+                if seeded.any() else "")
+             + (" Methods marked (transductive) score a query with the other queries of its episode "
+                "too; their accuracy is not comparable with the others'."
+                if summary["method"].astype(str).str.endswith("(transductive)").any() else ""), ""]
     lines += _incomplete_lines(runs)
     for heading, table in _task_tables(summary):
         methods = list(dict.fromkeys(table["method"]))

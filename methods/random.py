@@ -16,6 +16,8 @@ class RandomGuess(Method):
     # Rules of the method contract (benchmark/checks.py) that a chance baseline cannot meet.
     CHECK_SKIP = {"relabel_equivariant": "scores are seeded from the whole batch, so relabelling "
                                          "the supports draws new ones",
+                  "inductive": "scores are seeded from the whole batch, so other queries draw other "
+                               "noise; no image informs them",
                   "above_chance": "a chance baseline"}
 
     def __init__(self, seed: int | None = None):

@@ -30,7 +30,7 @@ def test_every_builtin_method_meets_each_rule_of_the_contract(method_class, chec
 def test_random_opts_out_of_the_rules_a_chance_baseline_cannot_meet_on_its_class():
     outcome = check_method(registry.get_method("random"))
     skipped = sorted(rule for rule, result in outcome.items() if result.startswith("skipped: "))
-    assert skipped == ["above_chance", "relabel_equivariant"]
+    assert skipped == ["above_chance", "inductive", "relabel_equivariant"]
     assert outcome["above_chance"] == "skipped: a chance baseline"
 
 
@@ -183,6 +183,18 @@ class ConstantScores(Prototype):
         return np.zeros(batch.score_shape)  # ties go to the first class: accuracy 1/N
 
 
+class CentresOnTheOtherQueries(Prototype):
+    """Transductive: each class's scores are centred on their mean over the episode's queries."""
+
+    def predict(self, batch):
+        scores = super().predict(batch)
+        return scores - scores.mean(axis=1, keepdims=True)
+
+
+class DeclaredTransductive(CentresOnTheOtherQueries):
+    capabilities = Capabilities(needs_training=False, deterministic=True, transductive=True)
+
+
 BROKEN = [
     (NotAMethod, "method_class", "not a subclass"),
     (CapabilitiesAsDict, "method_class", "Capabilities"),
@@ -200,6 +212,7 @@ BROKEN = [
     (GlobalRandomness, "deterministic", "two predict calls"),
     (UnseededFit, "deterministic", "two instances"),
     (PrefersTheLastPosition, "relabel_equivariant", "reordering the support classes"),
+    (CentresOnTheOtherQueries, "inductive", "declare Capabilities(transductive=True)"),
     (ConstantScores, "above_chance", "accuracy 0.20"),
 ]
 
@@ -214,6 +227,21 @@ def test_check_method_names_the_rule_a_method_breaks(cls, rule, detail):
     assert f"method {cls.__qualname__!r}" in message and f"rule {rule!r}" in message
     assert detail in message, message
     assert isinstance(failure.value, AssertionError)  # pytest shows it as a plain failed assert
+
+
+def test_a_transductive_method_passes_once_it_declares_itself():
+    outcome = check_method(DeclaredTransductive)
+    assert outcome["inductive"] == "skipped: capabilities say transductive=True"
+    assert {result for rule, result in outcome.items() if rule != "inductive"} == {"passed"}
+
+
+def test_the_inductive_rule_compares_each_query_alone_too():
+    class AloneDiffers(Prototype):  # the same scores shuffled, different ones when a query is alone
+        def predict(self, batch):
+            return super().predict(batch) + (batch.n_queries == 1)
+
+    with pytest.raises(CheckFailure, match="differently alone"):
+        check_method(AloneDiffers, rules=["inductive"])
 
 
 def test_every_rule_has_a_method_that_breaks_it():
@@ -281,7 +309,8 @@ def test_each_rule_is_its_own_test_item_and_skips_carry_their_reason(pytester):
 
         class Chance(Method):
             capabilities = Capabilities()
-            CHECK_SKIP = {"above_chance": "a chance baseline", "relabel_equivariant": "random"}
+            CHECK_SKIP = {"above_chance": "a chance baseline", "relabel_equivariant": "random",
+                          "inductive": "random"}
 
             def __init__(self):
                 pass
@@ -299,7 +328,7 @@ def test_each_rule_is_its_own_test_item_and_skips_carry_their_reason(pytester):
             check(method_class)
     """)
     result = pytester.runpytest("-v", "-rs", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=len(RULES) - 2, skipped=2)
+    result.assert_outcomes(passed=len(RULES) - 3, skipped=3)
     result.stdout.fnmatch_lines(["*test_contract[[]Chance-method_class[]] PASSED*",
                                  "*test_contract[[]Chance-deterministic[]] PASSED*",
                                  "SKIPPED*a chance baseline*"])

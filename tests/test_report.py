@@ -144,6 +144,32 @@ def test_runs_merge_with_device_labels_for_methods_found_in_both(tmp_path):
     assert "device cuda (Some GPU)" in text and "shown as (cpu)" in text
 
 
+class TransductiveNeighbor(NearestNeighbor):
+    """1-NN whose scores are centred on each class's mean over the episode's queries."""
+
+    capabilities = Capabilities(needs_training=False, transductive=True)
+
+    def predict(self, batch):
+        scores = super().predict(batch)
+        return scores - scores.mean(axis=1, keepdims=True)
+
+
+def test_tables_and_figures_mark_a_transductive_method(tmp_path, isolated_registry):
+    isolated_registry.register("centred_neighbor")(TransductiveNeighbor)
+    out = run(tmp_path / "run", ("centred_neighbor", "nearest_neighbor"))
+    write_report(out)
+    marked = "centred_neighbor (transductive)"
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary.method) == {marked, "nearest_neighbor"}
+    assert marked in set(pd.read_csv(out / "paired.csv").method_a)
+    text = (out / "summary.md").read_text()
+    assert f"| {marked} |" in text and "not comparable" in text
+    assert marked in (out / "accuracy_vs_n.svg").read_text()
+    assert marked.replace("_", "\\_") in (out / "summary.tex").read_text()
+    merged = report_runs([out, run(tmp_path / "other", ("nearest_neighbor",))], tmp_path / "merged").summary
+    assert marked in set(merged.method)
+
+
 def test_runs_of_the_same_device_are_told_apart_by_run_id(tmp_path):
     records, _ = merge_runs([run(tmp_path / "first"), run(tmp_path / "second", ("nearest_neighbor",))])
     assert set(records.method) == {"random", "nearest_neighbor (first)", "nearest_neighbor (second)"}
