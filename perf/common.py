@@ -48,6 +48,12 @@ TINY_METHODS = {
                  "validation_alphabets": 1, "validation_episodes": 4, "validate_every": 2},
     "softmax_transfer": {"steps": 4, "channels": 8, "batch_size": 16, "validation_alphabets": 1,
                          "validate_every": 2, "finetune_steps": 2},
+    "matching": {"steps": 4, "train_ways": 5, "train_queries": 2, "channels": 8, "precision": "fp32",
+                 "validation_alphabets": 1, "validation_episodes": 4, "validate_every": 2},
+    "relation": {"steps": 4, "train_ways": 5, "train_queries": 2, "channels": 8, "precision": "fp32",
+                 "validation_alphabets": 1, "validation_episodes": 4, "validate_every": 2},
+    "maml": {"steps": 4, "train_ways": 5, "meta_batch": 2, "channels": 8, "validation_alphabets": 1,
+             "validation_episodes": 4, "validate_every": 2},
 }
 # Temporary folders (checkpoints of --tiny runs): removed when the process exits.
 SCRATCH_FOLDERS: list[tempfile.TemporaryDirectory] = []

@@ -50,6 +50,8 @@ SCRIPTS = {
     "busy_machine": ([], MACHINE | {"busy_processes", "wait_policy", "steps", "quiet", "busy", "ratios"}),
     "cluster_cost": ([], MACHINE | {"seeds", "jobs", "fits", "total_job_seconds", "critical_path_seconds",
                                     "longest_job", "workers_where_it_stops_scaling", "rows"}),
+    "mhd": ([], MACHINE | {"pixel", "pixel_total_seconds", "pixel_pairs", "exact_official", "peak_rss_kb",
+                           "load_before", "load_after"}),
     # The probe is not in the checkout (it is copied to .device/ on the GPU machine).
     "gpu_siamese": (["--stages", "throughput,train"], set()),
 }
