@@ -1,7 +1,9 @@
 """Relation Network (Sung, Yang, Zhang, Xiang, Torr & Hospedales, 2018): a learned similarity.
 
 An embedding net keeps feature maps (Sung et al.'s four conv blocks, pooling after the first
-two only: 64 x 5 x 5 at 28 x 28), a class is the sum of its support maps, and a relation
+two only: 64 x 5 x 5 at 28 x 28), a class is the mean of its support maps (Sung et al. sum
+them and train a model for each k; one model trained on 1-shot episodes serves every k here,
+and a mean keeps k-shot maps on the scale it learned), and a relation
 module (two conv blocks and two linear layers) reads each (class, query) pair of maps,
 concatenated, and outputs a relation score in [0, 1], trained towards 1 for the true class
 and 0 for the others by mean squared error (the paper's loss). Trained on episodes of the
@@ -97,7 +99,9 @@ class RelationNetwork(PrototypicalNetwork):
 
     def score(self, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
         net = self.network_
-        return net.relation(net.maps(support.sum(dim=2)), net.maps(query))  # k-shot: the sum of the maps
+        # k-shot: the mean of the class's maps. Sung et al. sum them, with a model trained for each k;
+        # a sum of 5 fed to a module trained on single maps scored 15.7% at 20-way 5-shot (commit 11b6685).
+        return net.relation(net.maps(support.mean(dim=2)), net.maps(query))
 
     def episode_loss(self, query: torch.Tensor, support: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         scores = self.score(query, support)[0]

@@ -105,6 +105,12 @@ def test_the_split_first_convolution_equals_convolving_each_concatenated_pair():
                 torch.testing.assert_close(scores[e, q, n], direct, rtol=1e-5, atol=1e-6)
 
 
+def test_relation_scores_a_k_shot_class_by_the_mean_of_its_support_maps(data):
+    method = RelationNetwork(**dict(QUICK[RelationNetwork], steps=2)).fit(data.background, quiet_context())
+    query, support = torch.randn(2, 3, 16 * 25), torch.randn(2, 4, 5, 16 * 25)
+    torch.testing.assert_close(method.score(query, support), method.score(query, support.mean(2, keepdim=True)))
+
+
 def test_relation_refuses_images_too_small_for_its_module(data):
     with pytest.raises(ConfigError, match="relation: image_size must be >= 22"):
         RelationNetwork(**dict(QUICK[RelationNetwork], image_size=20)).fit(data.background, quiet_context())
