@@ -122,7 +122,7 @@ def test_the_default_config_fits_every_trained_method_from_shipped_weights(omnig
         method = create_method(name, params)
         if not method.capabilities.needs_training:
             continue
-        module = sys.modules[type(method).__module__]
+        module = sys.modules[type(method).fit.__module__]  # where the fit that calls it is written
         monkeypatch.setattr(module, "load_or_train", without_training(training.load_or_train))
         # No checkpoint cache: only weights/ can serve.
         context = FitContext(seed=config.seed, progress=False, shipped_weights=ShippedWeights(log=lambda m: None),
