@@ -25,6 +25,7 @@ from benchmark.runner import RunOptions, run_benchmark  # noqa: E402
 from methods.nearest_neighbor import NearestNeighbor  # noqa: E402
 from tasks.sets import resolve_task_sets  # noqa: E402
 from tests.synthetic import synthetic_omniglot  # noqa: E402
+from tests.test_resume import default_sigint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = synthetic_omniglot()
@@ -293,7 +294,7 @@ def test_ctrl_c_on_the_driver_stops_the_jobs_and_leaves_a_folder_to_resume(tmp_p
                "--data-dir", str(Path(omniglot_dir).resolve())]
     raylets = ray_processes()
     driver = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-                              env=dict(os.environ, RAY_ADDRESS=""))
+                              env=dict(os.environ, RAY_ADDRESS=""), preexec_fn=default_sigint)
     deadline = time.time() + 120
     while not RunFolder(out).has_manifest() or not RunFolder(out).has_records():
         assert driver.poll() is None and time.time() < deadline, driver.stderr.read()

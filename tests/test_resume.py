@@ -279,9 +279,16 @@ QUICK = ["--set", f"task_sets.cross.episodes={EPISODES}", "--set", f"task_sets.w
 CHUNKS = 2 * (10 + 2 * 2 + 1)  # two methods x (cross 1-shot + within 1- and 5-shot + official)
 
 
+def default_sigint():
+    """For a child that must see Ctrl-C: a test suite started as a background job of a
+    non-interactive shell has SIGINT ignored, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args, **kwargs):
     return subprocess.Popen([sys.executable, str(ROOT / "run_benchmark.py"), *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint, **kwargs)
 
 
 def chunks_listed(run_dir) -> int:
