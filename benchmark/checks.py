@@ -204,8 +204,7 @@ def relabel_equivariant(subject: Subject) -> None:
     scores = subject.predict(method, batch, rule)
     permuted = subject.predict(method, relabelled, rule)
     if subject.cls.capabilities.deterministic:
-        scale = max(1.0, float(np.abs(scores).max()))
-        if not np.allclose(permuted, scores[:, :, order], rtol=1e-4, atol=1e-5 * scale):
+        if not _close(permuted, scores[:, :, order]):
             subject.fail(rule, "reordering the support classes changed the scores beyond reordering their "
                                "columns: score each class from its own supports, not its position")
     else:  # two calls differ anyway: compare what they predict
@@ -227,13 +226,18 @@ def inductive(subject: Subject) -> None:
                             for j in range(batch.n_queries)], axis=1)
     for others, how in ((shuffled, "with the other queries shuffled"), (alone[:, order], "alone")):
         if subject.cls.capabilities.deterministic:
-            scale = max(1.0, float(np.abs(scores).max()))
-            same = np.allclose(others, scores[:, order], rtol=1e-4, atol=1e-5 * scale)
+            same = _close(others, scores[:, order])
         else:  # two calls differ anyway: compare what they predict
             same = float((others.argmax(-1) == scores[:, order].argmax(-1)).mean()) >= RELABEL_AGREEMENT
         if not same:
             subject.fail(rule, f"a query scores differently {how} than with its episode's other queries: "
                                f"score each query on its own, or declare Capabilities(transductive=True)")
+
+
+def _close(scores: np.ndarray, expected: np.ndarray) -> bool:
+    """Equal up to float rounding: 1e-4 relative, 1e-5 of the largest score absolute."""
+    scale = max(1.0, float(np.abs(expected).max()))
+    return np.allclose(scores, expected, rtol=1e-4, atol=1e-5 * scale)
 
 
 def _with_queries(batch: EpisodeBatch, query: np.ndarray) -> EpisodeBatch:
