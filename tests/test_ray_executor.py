@@ -25,7 +25,7 @@ from benchmark.runner import RunOptions, run_benchmark  # noqa: E402
 from methods.nearest_neighbor import NearestNeighbor  # noqa: E402
 from tasks.sets import resolve_task_sets  # noqa: E402
 from tests.synthetic import synthetic_omniglot  # noqa: E402
-from tests.test_resume import default_sigint  # noqa: E402
+from tests.subprocesses import default_sigint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = synthetic_omniglot()

@@ -22,6 +22,7 @@ from benchmark.run_folder import RunFolder
 from benchmark.run_lock import RunLock
 from benchmark.runner import RunOptions, run_benchmark
 from tasks.sets import resolve_task_sets
+from tests.subprocesses import default_sigint
 from tests.synthetic import synthetic_omniglot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,12 +278,6 @@ QUICK = ["--set", f"task_sets.cross.episodes={EPISODES}", "--set", f"task_sets.w
          "--set", "task_sets.cross.k_shot=1", "--set", "task_sets.within.k_shot=[1,5]",
          "--set", "stats.resamples=100", "--quiet"]
 CHUNKS = 2 * (10 + 2 * 2 + 1)  # two methods x (cross 1-shot + within 1- and 5-shot + official)
-
-
-def default_sigint():
-    """For a child that must see Ctrl-C: a test suite started as a background job of a
-    non-interactive shell has SIGINT ignored, and children inherit that."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start(args, **kwargs):
