@@ -9,8 +9,8 @@ its nearest support drawing (k-shot: its nearest of the class's k). Untrained, d
 Two ways to centre, a hyperparameter:
 
 - `centring: exact` is Lake's: each set minus its exact mean, distances between real-valued
-  points (float64), each point's nearest found in a k-d tree of the other set. About half a
-  millisecond a pair (Omniglot has ~930 ink pixels an image): right for Lake's 20 official runs
+  points (float64), each point's nearest found in a k-d tree of the other set. About 0.8 ms a
+  pair (Omniglot has ~930 ink pixels an image; perf/mhd.py): right for Lake's 20 official runs
   (8,000 pairs; 155 of 400 wrong, the published 38.8%), hours for the default sweep's 83
   million pairs.
 - `centring: pixel` rounds each mean to the nearest pixel, so both sets stay on the pixel
