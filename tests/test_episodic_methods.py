@@ -24,7 +24,7 @@ QUICK = {
     RelationNetwork: dict(steps=40, train_ways=8, train_queries=2, channels=16, validation_alphabets=0,
                           rotations=False, precision="fp32", learning_rate=3e-3),
     MAML: dict(steps=40, train_ways=5, meta_batch=2, channels=16, validation_alphabets=0, rotations=False,
-               learning_rate=1e-2),
+               learning_rate=1e-2, lr_schedule="constant", inner_lr=0.4, test_inner_steps=2),
 }
 METHODS = list(QUICK)
 
@@ -118,7 +118,9 @@ def test_relation_refuses_images_too_small_for_its_module(data):
 
 # ---- MAML
 
-def test_maml_batched_adaptation_equals_one_episode_at_a_time(data):
+@pytest.mark.parametrize("vmap_max_supports", [64, 1], ids=["vmap", "one-episode-a-call"])
+def test_maml_batched_adaptation_equals_one_episode_at_a_time(data, monkeypatch, vmap_max_supports):
+    monkeypatch.setattr("methods.maml.VMAP_MAX_SUPPORTS", vmap_max_supports)
     method = MAML(**dict(QUICK[MAML], steps=3)).fit(data.background, quiet_context())
     batch, _ = batch_of(data.evaluation, n_way=4, k_shot=2, episodes=3)
     features = method.embed(data.evaluation.flat_images)
@@ -145,6 +147,50 @@ def test_maml_normalises_queries_with_the_supports_statistics_only():
     together = logits(weights, torch.cat([support, query]), 6)[6:]
     alone = torch.cat([logits(weights, torch.cat([support, q[None]]), 6)[6:] for q in query])
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_maml_first_inner_step_from_the_shared_head_moves_only_the_head_towards_class_means():
+    torch.manual_seed(0)
+    net = MamlNet(channels=4)
+    n_way, k_shot, lr = 3, 2, 0.9
+    weights = net.initial_weights(n_way)
+    support = torch.randn(n_way * k_shot, 1, 28, 28)
+    labels = torch.arange(n_way).repeat_interleave(k_shot)
+    grads = torch.func.grad(lambda w: F.cross_entropy(logits(w, support, len(support)), labels))(weights)
+    for name, grad in grads.items():
+        if not name.startswith("head."):
+            assert grad.abs().max() < 1e-6, name
+    # the head row of class c moves by lr / N * (mean feature of c - mean feature of all supports)
+    identity_head = dict(weights, **{"head.weight": torch.eye(4), "head.bias": torch.zeros(4)})
+    features = logits(identity_head, support, len(support))  # the pooled features
+    class_means = features.reshape(n_way, k_shot, -1).mean(1)
+    torch.testing.assert_close(-lr * grads["head.weight"], lr / n_way * (class_means - features.mean(0)),
+                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grads["head.bias"], torch.zeros(n_way), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_maml_adaptation_with_its_closed_form_first_step_equals_autograd_sgd(steps):
+    torch.manual_seed(0)
+    net = MamlNet(channels=4)
+    support, query = torch.randn(6, 1, 28, 28), torch.randn(4, 1, 28, 28)
+    labels = torch.arange(3).repeat_interleave(2)
+
+    def by_autograd(weights):
+        loss = lambda w: F.cross_entropy(logits(w, support, 6), labels)  # noqa: E731
+        for _ in range(steps):
+            grads = torch.func.grad(loss)(weights)
+            weights = {name: w - 0.5 * grads[name] for name, w in weights.items()}
+        return logits(weights, torch.cat([support, query]), 6)[6:]
+
+    meta_grads = []
+    for adapt in (by_autograd, lambda w: adapted_logits(w, support, labels, query, steps, 0.5, True)):
+        net.zero_grad()
+        out = adapt(net.initial_weights(3))
+        F.cross_entropy(out, torch.tensor([0, 1, 2, 0])).backward()
+        meta_grads.append((out.detach(), net.convs[0].weight.grad.clone(), net.head.weight.grad.clone()))
+    for expected, actual in zip(*meta_grads):
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_second_order_meta_gradients_differ_from_first_order():
