@@ -17,7 +17,7 @@ Two ways to centre, a hyperparameter:
   grid and a distance transform turns every nearest-point distance into a lookup: the sum
   over A's ink of B's distance transform is one entry of the product (ink indicators) x
   (distance transforms)^T, made once per pool of images for every pair at once. The default
-  config uses it: the whole sweep in about a minute (perf/mhd.py). It differs from Lake's
+  config uses it: the whole sweep in about 40 s (perf/mhd.py). It differs from Lake's
   by the rounding of the means (at most 0.71 pixel a point): 159 of 400 wrong on the
   official runs instead of 155.
 """
