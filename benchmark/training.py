@@ -241,6 +241,26 @@ def train(label: str, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return info
 
 
+def train_episodic(method, module: torch.nn.Module, step_loss: Callable[[int], torch.Tensor], schedule: Schedule,
+                   context: FitContext, validation_split, *, patience: int = 0) -> dict:
+    """`train` as the episodic methods (protonet and its subclasses, maml) run it: Adam at
+    `method.learning_rate`, and, when `validation_split` is not None, `method.validation_episodes`
+    20-way within-alphabet episodes of it predicted by the method every `method.validate_every`
+    steps, the best validation logged in one line."""
+    validate = None
+    if validation_split is not None:
+        validator = Validator(validation_split, episodes=method.validation_episodes)
+        validate = lambda: validator.accuracy(method)  # noqa: E731 -- predicts in eval mode
+    optimizer = torch.optim.Adam(module.parameters(), lr=method.learning_rate)
+    info = train(method.name, module, optimizer, step_loss, schedule, context, validate=validate,
+                 validate_every=method.validate_every, patience=patience)
+    if validate is not None:
+        info["validation_alphabets"] = validation_split.alphabets()
+        context.log(f"{method.name}: best validation accuracy {info['best_validation_accuracy']:.3f} "
+                    f"(20-way within-alphabet episodes of {validation_split.name}) at step {info['best_step']}")
+    return info
+
+
 def _checked_step(label: str, step: int, step_loss, optimizer) -> torch.Tensor:
     """One optimiser step; a method's own error comes out as one line naming it and the step."""
     try:

@@ -42,8 +42,8 @@ from torch import nn
 from benchmark.api import Capabilities, EmbeddingMethod, FitContext
 from benchmark.errors import ConfigError
 from benchmark.registry import register_method
-from benchmark.training import (LR_SCHEDULES, Schedule, Validator, load_or_train, resize_images, seeded_generator,
-                                split_background, split_tensor, train)
+from benchmark.training import (LR_SCHEDULES, Schedule, load_or_train, resize_images, seeded_generator,
+                                split_background, split_tensor, train_episodic)
 from methods.protonet import EpisodeSampler
 
 TRAINING_VERSION = 1
@@ -213,19 +213,9 @@ class MAML(EmbeddingMethod):
             query_labels = torch.arange(self.train_ways, device=self.device_).repeat_interleave(self.train_queries)
             return F.cross_entropy(query_logits.flatten(0, 1), query_labels.repeat(tasks))
 
-        validate = None
-        if validation_split is not None:
-            validator = Validator(validation_split, episodes=self.validation_episodes)
-            validate = lambda: validator.accuracy(self)  # noqa: E731
-        optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate)
         schedule = Schedule(self.steps, self.lr_schedule, final_factor=0.01)
-        info = train(self.name, self.network_, optimizer, step_loss, schedule, context, validate=validate,
-                     validate_every=self.validate_every)
+        info = train_episodic(self, self.network_, step_loss, schedule, context, validation_split)
         info["train_classes"] = sampler.n_classes
-        if validate is not None:
-            info["validation_alphabets"] = validation_split.alphabets()
-            context.log(f"{self.name}: best validation accuracy {info['best_validation_accuracy']:.3f} "
-                        f"(20-way within-alphabet episodes of {validation_split.name}) at step {info['best_step']}")
         return info
 
     def _adapt(self, support: torch.Tensor, query: torch.Tensor, n_way: int, k_shot: int, steps: int,

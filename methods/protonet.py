@@ -19,8 +19,8 @@ from benchmark.augment import random_affine
 from benchmark.errors import ConfigError
 from benchmark.nets import ConvNet4
 from benchmark.registry import register_method
-from benchmark.training import (LR_SCHEDULES, Schedule, Validator, load_or_train, resize_images,
-                                seeded_generator, split_background, split_tensor, train)
+from benchmark.training import (LR_SCHEDULES, Schedule, load_or_train, resize_images, seeded_generator,
+                                split_background, split_tensor, train_episodic)
 
 PRECISIONS = ("auto", "bf16", "fp32")
 # Bump when a change to training makes cached weights wrong for the same hyperparameters.
@@ -167,22 +167,13 @@ class PrototypicalNetwork(EmbeddingMethod):
             queries = features[:, self.train_shots:].reshape(1, -1, features.shape[-1])
             return self.episode_loss(queries, support, labels)
 
-        validate = None
-        if validation_split is not None:
-            validator = Validator(validation_split, episodes=self.validation_episodes)
-            validate = lambda: validator.accuracy(self)  # noqa: E731 -- predicts in eval mode
-        optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate)
         # Cosine to 1% of the rate at the end of the budget; "step" halves it four times;
         # "exponential" loses 1% per pass over the training images.
         epoch = max(1, images.shape[0] * images.shape[1] // (sampler.ways * sampler.per_class))
         schedule = Schedule(self.steps, self.lr_schedule, final_factor=0.01, steps_per_epoch=epoch)
-        info = train(self.name, self.network_, optimizer, step_loss, schedule, context, validate=validate,
-                     validate_every=self.validate_every, patience=self.patience)
+        info = train_episodic(self, self.network_, step_loss, schedule, context, validation_split,
+                              patience=self.patience)
         info["train_classes"] = sampler.n_classes
-        if validate is not None:
-            info["validation_alphabets"] = validation_split.alphabets()
-            context.log(f"{self.name}: best validation accuracy {info['best_validation_accuracy']:.3f} "
-                        f"(20-way within-alphabet episodes of {validation_split.name}) at step {info['best_step']}")
         return info
 
     # ---- inference -----------------------------------------------------------------------
