@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.api import Capabilities
 from benchmark.errors import ConfigError
 from benchmark.nets import ConvNet4
 from benchmark.registry import register_method
@@ -89,9 +88,7 @@ def attention_log_probabilities(query: torch.Tensor, support: torch.Tensor, scal
 class MatchingNetwork(PrototypicalNetwork):
     """Matching Networks (Vinyals et al. 2016): cosine attention over the support set of a conv4 embedding."""
 
-    capabilities = Capabilities(needs_training=True, deterministic=True, uses_gpu=True)
-    CHECK_PARAMS = {"steps": 10, "train_ways": 5, "train_queries": 2, "channels": 8,
-                    "validate_every": 5, "validation_episodes": 20}
+    # capabilities and CHECK_PARAMS: protonet's, inherited (the same training and scoring contract).
 
     def __init__(self, steps: int = 3000, train_ways: int = 20, train_queries: int = 5,
                  cosine_scale: float = 10.0, full_context: bool = False, context_steps: int = 5, **kwargs):

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.api import Capabilities
 from benchmark.errors import ConfigError
 from benchmark.registry import register_method
 from methods.protonet import PrototypicalNetwork
@@ -79,8 +78,8 @@ class RelationNet(nn.Module):
 class RelationNetwork(PrototypicalNetwork):
     """Relation Network (Sung et al. 2018): a learned relation module on concatenated feature maps."""
 
-    capabilities = Capabilities(needs_training=True, deterministic=True, uses_gpu=True)
-    # The relation module learns from scratch: it needs more steps than protonet to pass the checks.
+    # capabilities: protonet's, inherited. The relation module learns from scratch: it needs more
+    # steps than protonet to pass the checks.
     CHECK_PARAMS = {"steps": 40, "train_ways": 5, "train_queries": 2, "channels": 16,
                     "validate_every": 20, "validation_episodes": 20}
     # Scores are made per (class, query) pair: 1 MiB of features a chunk keeps the pairs' maps small.
